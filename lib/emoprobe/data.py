@@ -1,0 +1,467 @@
+"""Datasets as manifests: one DataFrame per dataset with at least ``clip_id, path, label, split, label_set``.
+
+``path`` is a video file or a frame folder (read by :mod:`emoprobe.sampling`). Labels are canonical names from
+:mod:`emoprobe.labels`, never indices.
+
+Loaders (``load_dfew``, ``load_mafw``, ``load_manifest``; ``load(name, ...)`` dispatches) raise
+:class:`DataError` naming the file and line for a malformed split file. Row-level problems (clip not found,
+unknown label, duplicate clip_id) are found by :func:`validate`: with ``strict=True`` (default) a loader raises
+a DataError that counts them and names the first few; with ``strict=False`` it returns ``(ok_df, failed_df)``
+where ``failed_df`` has the rows' columns plus ``reason`` — nothing is silently dropped.
+
+Clip ids that are all digits are zero-padded to 5 digits (``25`` and ``00025`` are the same clip), the
+convention of DFEW's frame folders and MAFW's file names.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import labels as _labels
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (and line or row where there is one) and the reason."""
+
+
+MANIFEST_COLUMNS = ("clip_id", "path", "label", "split", "label_set")
+FAILED_COLUMNS = ("clip_id", "path", "reason")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+# DFEW: where clips are looked for, in the order "auto" tries them.
+DFEW_CLIP_SOURCES = {
+    "video": "Clip/original",  # <id>.mp4 / .avi; any video named <id> anywhere under Clip/ is also accepted
+    "jpg_256": "Clip/jpg_256",  # <id>/ frame folders
+    "clip_224x224": "Clip/clip_224x224",  # <id>/ frame folders
+}
+# MAFW: folders searched (non-recursively) for <id>.<video suffix> and for <id>/ frame folders, in this order.
+MAFW_VIDEO_DIRS = ("data/clips", "clips", "data/videos", "videos", "data/video", "video", "data")
+MAFW_FRAME_DIRS = ("data/frames", "frames", "data/faces", "faces", "data/jpg", "jpg")
+
+
+def norm_id(x) -> str:
+    """Canonical clip id: file stem, all-digit ids zero-padded to 5 digits."""
+    s = str(x).strip()
+    stem = Path(s).stem if Path(s).suffix.lower() in VIDEO_SUFFIXES else s
+    if re.fullmatch(r"\d+", stem):
+        return f"{int(stem):05d}"
+    return stem
+
+
+def _frame_folder_ok(p: Path) -> bool:
+    return p.is_dir() and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation and probing
+# ----------------------------------------------------------------------------------------------------------
+def probe(path, folder_fps: float = 25.0) -> dict:
+    """Open a video file or frame folder and decode its first and last frames.
+
+    Returns ``{"n_frames", "fps", "duration_s", "width", "height", "size", "kind", "decoder"}``; raises
+    DataError naming the path for a missing, corrupt, truncated or zero-frame video and an empty or unreadable
+    frame folder."""
+    from . import sampling
+
+    src = sampling.open_source(path, folder_fps=folder_fps)
+    px = src.read(np.unique([0, src.n - 1]))
+    h, w = px.shape[1:3]
+    return {"n_frames": int(src.n), "fps": float(src.fps), "duration_s": float(src.duration), "width": int(w),
+            "height": int(h), "size": int(min(w, h)), "kind": src.kind, "decoder": src.decoder}
+
+
+def validate(df: pd.DataFrame, label_set: str | None = None, probe_media: bool = False,
+             strict: bool = False, folder_fps: float = 25.0):
+    """Check a manifest row by row. Returns ``(ok_df, failed_df)``; ``failed_df`` has the rows' columns plus
+    ``reason``. Checks: required columns (a missing column raises), clip_id present and unique (every row of a
+    duplicated id fails), label in the label set (from ``label_set`` or the ``label_set`` column), path exists
+    (a file, or a folder holding images); with ``probe_media=True`` each clip is also :func:`probe`-d (corrupt,
+    truncated, zero-frame). ``strict=True`` raises a DataError counting the failures instead."""
+    missing = [c for c in ("clip_id", "path", "label") if c not in df.columns]
+    if missing:
+        raise DataError(f"manifest lacks column(s) {missing}; it has {list(df.columns)}")
+    reasons: dict[int, str] = {}
+
+    def fail(i, r):
+        reasons.setdefault(i, r)
+
+    ids = df["clip_id"].astype("string")
+    counts = ids.value_counts(dropna=True)
+    for i, (cid, path, label) in enumerate(zip(ids, df["path"], df["label"])):
+        if pd.isna(cid) or str(cid).strip() == "":
+            fail(i, "empty clip_id")
+        elif counts[cid] > 1:
+            fail(i, f"duplicate clip_id {cid!r} (appears {counts[cid]} times)")
+        ls = label_set if label_set is not None else (df["label_set"].iloc[i] if "label_set" in df else None)
+        if ls is None or pd.isna(ls):
+            fail(i, "no label_set (pass label_set= or give a label_set column)")
+        else:
+            try:
+                known = _labels.get(str(ls))
+            except ValueError as e:
+                fail(i, str(e))
+            else:
+                if pd.isna(label) or str(label) not in known:
+                    fail(i, f"unknown label {label!r} for label set {ls!r} (known: {', '.join(known)})")
+        if pd.isna(path) or str(path) == "":
+            fail(i, "no path")
+            continue
+        p = Path(str(path))
+        if not p.exists():
+            fail(i, f"missing file: {p}")
+        elif p.is_dir() and not _frame_folder_ok(p):
+            fail(i, f"empty frame folder: {p}")
+        elif p.is_file() and p.stat().st_size == 0:
+            fail(i, f"empty file (0 bytes): {p}")
+        elif probe_media and i not in reasons:
+            try:
+                probe(p, folder_fps=folder_fps)
+            except DataError as e:
+                fail(i, str(e))
+    bad = np.zeros(len(df), bool)
+    bad[list(reasons)] = True
+    ok = df[~bad].reset_index(drop=True)
+    failed = df[bad].copy()
+    failed["reason"] = [reasons[i] for i in np.flatnonzero(bad)]
+    failed = failed.reset_index(drop=True)
+    if strict and len(failed):
+        raise DataError(_failure_summary(failed, "manifest"))
+    return ok, failed
+
+
+def _failure_summary(failed: pd.DataFrame, what: str, k: int = 5) -> str:
+    lines = [f"{r.clip_id}: {r.reason}" for r in failed.head(k).itertuples()]
+    more = f" (+{len(failed) - k} more)" if len(failed) > k else ""
+    return f"{what}: {len(failed)} invalid row(s){more}:\n  " + "\n  ".join(lines)
+
+
+def _finish(df: pd.DataFrame, label_set: str, strict: bool, what: str):
+    ok, failed = validate(df, label_set)
+    if strict:
+        if len(failed):
+            raise DataError(_failure_summary(failed, what))
+        return ok
+    if len(failed):
+        log.warning("%s: %d of %d rows failed validation", what, len(failed), len(df))
+    return ok, failed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# DFEW
+# ----------------------------------------------------------------------------------------------------------
+def _splits(split) -> tuple[str, ...]:
+    if split is None:
+        return ("train", "test")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
+    return (split,)
+
+
+def _check_fold(fold) -> int:
+    if int(fold) not in range(1, 6):
+        raise ValueError(f"fold must be 1..5, got {fold!r}")
+    return int(fold)
+
+
+def _read_dfew_csv(csv: Path) -> pd.DataFrame:
+    if not csv.is_file():
+        raise DataError(f"{csv}: split file not found")
+    try:
+        raw = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as e:
+        raise DataError(f"{csv}: unparsable csv ({e})") from e
+    raw.columns = [c.strip() for c in raw.columns]
+    if set(raw.columns) != {"video_name", "label"}:
+        raise DataError(f"{csv}: expected columns video_name,label; found {','.join(raw.columns)}")
+    rows = []
+    for k, (vid, lab) in enumerate(zip(raw["video_name"], raw["label"])):
+        line = k + 2  # 1-based, after the header
+        if str(vid).strip() == "":
+            raise DataError(f"{csv}: line {line}: empty video_name")
+        try:
+            li = int(str(lab).strip())
+        except ValueError:
+            raise DataError(f"{csv}: line {line}: label {lab!r} is not an integer 1..7") from None
+        if not 1 <= li <= len(_labels.DFEW):
+            raise DataError(f"{csv}: line {line} (video {vid}): label {li} out of range 1..{len(_labels.DFEW)}")
+        rows.append((norm_id(vid), _labels.DFEW[li - 1]))
+    return pd.DataFrame(rows, columns=["clip_id", "label"])
+
+
+def _index_videos(folder: Path, recursive: bool = False) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    out: dict[str, Path] = {}
+    for p in sorted(it):
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+            out.setdefault(norm_id(p.stem), p)
+    return out
+
+
+def _index_folders(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {norm_id(p.name): p for p in sorted(folder.iterdir()) if p.is_dir()}
+
+
+def load_dfew(root, fold: int = 1, split: str | None = "test", clips: str = "auto", strict: bool = True):
+    """DFEW fold ``fold`` (1..5): labels from ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_<fold>.csv``
+    (video_name,label with label 1..7 = ``labels.DFEW``). ``split`` "train", "test" or None (both).
+    ``clips``: "auto" looks for each clip as a video ``Clip/original/<id>.(mp4|avi|...)`` (else any video named
+    ``<id>`` under ``Clip/``), then a frame folder ``Clip/jpg_256/<id>/``, then ``Clip/clip_224x224/<id>/``;
+    "video", "jpg_256" or "clip_224x224" use only that source. A clip found nowhere gets the path where it was
+    expected and fails validation (see the module docstring for ``strict``)."""
+    root = Path(root)
+    fold = _check_fold(fold)
+    if clips not in ("auto", *DFEW_CLIP_SOURCES):
+        raise ValueError(f"clips must be 'auto' or one of {list(DFEW_CLIP_SOURCES)}, got {clips!r}")
+    frames = []
+    for sp in _splits(split):
+        f = _read_dfew_csv(root / "EmoLabel_DataSplit" / f"{sp}(single-labeled)" / f"set_{fold}.csv")
+        f["split"] = sp
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    order = list(DFEW_CLIP_SOURCES) if clips == "auto" else [clips]
+    indices = {}
+    for src in order:
+        d = root / DFEW_CLIP_SOURCES[src]
+        if src == "video":
+            idx = _index_videos(root / "Clip", recursive=True)
+            idx.update(_index_videos(d))  # Clip/original wins
+            indices[src] = idx
+        else:
+            indices[src] = _index_folders(d)
+    fallback = root / DFEW_CLIP_SOURCES[order[0]]
+
+    def resolve(cid):
+        for src in order:
+            if cid in indices[src]:
+                return str(indices[src][cid])
+        return str(fallback / (cid + (".mp4" if order[0] == "video" else "")))
+
+    df["path"] = [resolve(c) for c in df["clip_id"]]
+    df["label_set"] = "dfew"
+    df = df[list(MANIFEST_COLUMNS)]
+    return _finish(df, "dfew", strict, f"DFEW fold {fold} under {root}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MAFW
+# ----------------------------------------------------------------------------------------------------------
+def _read_mafw_txt(txt: Path) -> pd.DataFrame:
+    if not txt.is_file():
+        raise DataError(f"{txt}: split file not found")
+    rows = []
+    with open(txt, encoding="utf-8-sig") as fh:
+        for line_no, line in enumerate(fh, 1):
+            s = line.strip()
+            if not s:
+                continue
+            parts = s.split()
+            if len(parts) != 2:
+                raise DataError(f"{txt}: line {line_no}: expected '<clip>.mp4 <class>', got {s!r}")
+            name, lab = parts[0], parts[1].lower()
+            if lab not in _labels.MAFW:
+                raise DataError(f"{txt}: line {line_no}: unknown class {parts[1]!r} "
+                                f"(MAFW classes: {', '.join(_labels.MAFW)})")
+            rows.append((norm_id(name), lab))
+    if not rows:
+        raise DataError(f"{txt}: empty split file")
+    return pd.DataFrame(rows, columns=["clip_id", "label"])
+
+
+def load_mafw(root, fold: int = 1, split: str | None = "test", clips: str = "auto", strict: bool = True):
+    """MAFW single-label fold ``fold`` (1..5): ``Train & Test Set/single/no_caption/set_<fold>/{train,test}.txt``
+    with lines ``00025.mp4 anger`` (class *names*, canonical ``labels.MAFW``). Clips: ``clips="video"`` looks
+    for ``<id>.<video suffix>`` in ``MAFW_VIDEO_DIRS`` (data/clips, clips, data/videos, videos, data/video,
+    video, data — in that order, non-recursively); ``"frames"`` for a folder ``<id>/`` in ``MAFW_FRAME_DIRS``
+    (data/frames, frames, data/faces, faces, data/jpg, jpg); ``"auto"`` tries videos then frame folders."""
+    root = Path(root)
+    fold = _check_fold(fold)
+    if clips not in ("auto", "video", "frames"):
+        raise ValueError(f"clips must be 'auto', 'video' or 'frames', got {clips!r}")
+    base = root / "Train & Test Set" / "single" / "no_caption" / f"set_{fold}"
+    parts = []
+    for sp in _splits(split):
+        f = _read_mafw_txt(base / f"{sp}.txt")
+        f["split"] = sp
+        parts.append(f)
+    df = pd.concat(parts, ignore_index=True)
+    index: dict[str, Path] = {}
+    if clips in ("auto", "video"):
+        for d in MAFW_VIDEO_DIRS:
+            for k, v in _index_videos(root / d).items():
+                index.setdefault(k, v)
+    if clips in ("auto", "frames"):
+        for d in MAFW_FRAME_DIRS:
+            for k, v in _index_folders(root / d).items():
+                index.setdefault(k, v)
+    expected = root / (MAFW_FRAME_DIRS[0] if clips == "frames" else MAFW_VIDEO_DIRS[0])
+    suffix = "" if clips == "frames" else ".mp4"
+    df["path"] = [str(index.get(c, expected / (c + suffix))) for c in df["clip_id"]]
+    df["label_set"] = "mafw"
+    df = df[list(MANIFEST_COLUMNS)]
+    return _finish(df, "mafw", strict, f"MAFW fold {fold} under {root}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generic manifest CSV, SynthFER, dispatch
+# ----------------------------------------------------------------------------------------------------------
+def load_manifest(csv, label_set: str | None = None, strict: bool = True):
+    """A CSV with columns ``path, label`` and optionally ``split``, ``clip_id``, ``label_set`` (any others are
+    kept). Relative paths are resolved against the CSV's folder; ``clip_id`` defaults to the path relative to
+    the CSV without its suffix; ``split`` defaults to "all"; labels are lower-cased. ``label_set`` (argument)
+    must agree with a ``label_set`` column if both are given."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise DataError(f"{csv}: manifest not found")
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DataError(f"{csv}: unparsable csv ({e})") from e
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in ("path", "label") if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv}: missing column(s) {missing}; found {list(df.columns)}")
+    if "label_set" in df.columns:
+        sets = set(df["label_set"].str.strip().str.lower())
+        if label_set is not None and sets != {label_set.lower()}:
+            raise DataError(f"{csv}: label_set column {sorted(sets)} disagrees with label_set={label_set!r}")
+        df["label_set"] = df["label_set"].str.strip().str.lower()
+    elif label_set is None:
+        raise DataError(f"{csv}: no label_set column and no label_set= argument")
+    else:
+        df["label_set"] = label_set.lower()
+    rel = df["path"].str.strip()
+    df["path"] = [str(p) if Path(p).is_absolute() else str(csv.parent / p) if p else "" for p in rel]
+    if "clip_id" not in df.columns:
+        df["clip_id"] = [str(Path(p).with_suffix("")) for p in rel]
+    if "split" not in df.columns:
+        df["split"] = "all"
+    df["label"] = df["label"].str.strip().str.lower()
+    df = df[list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS]]
+    return _finish(df, None, strict, str(csv))
+
+
+def load(name: str, **kw):
+    """Dispatch: ``"synthfer"`` -> ``synthfer.dataset(**kw)``, ``"dfew"`` -> :func:`load_dfew`, ``"mafw"`` ->
+    :func:`load_mafw`, ``"manifest"`` -> :func:`load_manifest`."""
+    key = str(name).lower()
+    if key == "synthfer":
+        from . import synthfer  # lazy: generating videos needs heavier imports
+
+        return synthfer.dataset(**kw)
+    loaders = {"dfew": load_dfew, "mafw": load_mafw, "manifest": load_manifest}
+    if key not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; known: synthfer, {', '.join(loaders)}")
+    return loaders[key](**kw)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's balanced protocol
+# ----------------------------------------------------------------------------------------------------------
+def balanced_split(df: pd.DataFrame, n_per_class: int, seed: int = 0, label_set: str | None = None):
+    """The paper's protocol (Sec. 3.1): a class-balanced test subset of ``n_per_class`` clips per class
+    (45 x 11 = 495 for MAFW, 100 x 7 = 700 for DFEW), every other clip as train. The classes are the label set's
+    (``label_set`` or the df's ``label_set`` column; else the labels present), so a class with no clip fails.
+    Deterministic from ``seed`` and independent of the input row order (rows are sorted by clip_id first).
+    Returns ``(train_df, test_df)`` with ``split`` set and the former split kept in ``source_split``.
+    Raises DataError naming every class with fewer than ``n_per_class`` clips."""
+    n_per_class = int(n_per_class)
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    if df["clip_id"].duplicated().any():
+        dups = sorted(df.loc[df["clip_id"].duplicated(), "clip_id"].astype(str).unique())[:5]
+        raise DataError(f"balanced_split: duplicate clip_id(s) {dups}")
+    if label_set is None and "label_set" in df.columns and df["label_set"].nunique() == 1:
+        label_set = str(df["label_set"].iloc[0])
+    classes = list(_labels.get(label_set)) if label_set else sorted(df["label"].unique())
+    unknown = sorted(set(df["label"]) - set(classes))
+    if unknown:
+        raise DataError(f"balanced_split: labels {unknown} are not in label set {label_set!r}")
+    d = df.sort_values("clip_id", kind="stable").reset_index(drop=True)
+    counts = d["label"].value_counts()
+    short = [f"{c} ({int(counts.get(c, 0))})" for c in classes if counts.get(c, 0) < n_per_class]
+    if short:
+        raise DataError(f"balanced_split: {n_per_class} test clips per class needed; too few in: "
+                        + ", ".join(short))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in classes:  # fixed class order -> fixed RNG stream
+        rows = np.flatnonzero(d["label"].to_numpy() == c)
+        chosen.extend(rows[rng.permutation(len(rows))[:n_per_class]])
+    is_test = np.zeros(len(d), bool)
+    is_test[chosen] = True
+    d = d.assign(source_split=d["split"] if "split" in d else None)
+    test = d[is_test].assign(split="test")
+    train = d[~is_test].assign(split="train")
+    rank = {c: i for i, c in enumerate(classes)}
+    test = test.sort_values(["label", "clip_id"], key=lambda s: s.map(rank) if s.name == "label" else s)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+SPLIT_FILE = "split.csv"
+
+
+def write_split(train_df: pd.DataFrame, test_df: pd.DataFrame, out_dir) -> Path:
+    """Write ``<out_dir>/split.csv`` with columns ``clip_id, label, split`` (+ ``label_set`` if known), test rows
+    first. Returns the path. Reuse with :func:`read_split`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["clip_id", "label", "split"] + (["label_set"] if "label_set" in test_df.columns else [])
+    both = pd.concat([test_df.assign(split="test"), train_df.assign(split="train")], ignore_index=True)[cols]
+    if both["clip_id"].duplicated().any():
+        raise DataError(f"write_split: clip_id(s) in both train and test: "
+                        f"{sorted(both.loc[both.clip_id.duplicated(), 'clip_id'].astype(str))[:5]}")
+    path = out / SPLIT_FILE
+    both.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def read_split(path, df: pd.DataFrame | None = None):
+    """Read a split written by :func:`write_split` (a file or its folder). Without ``df`` returns the split
+    table; with a manifest ``df`` returns ``(train_df, test_df)``: the manifest's rows with ``split`` from the
+    file. Raises DataError if the file is malformed, a clip of the split is missing from ``df`` or its label
+    differs."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SPLIT_FILE
+    if not p.is_file():
+        raise DataError(f"{p}: split file not found")
+    try:
+        s = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DataError(f"{p}: unparsable csv ({e})") from e
+    missing = [c for c in ("clip_id", "label", "split") if c not in s.columns]
+    if missing:
+        raise DataError(f"{p}: missing column(s) {missing}; found {list(s.columns)}")
+    bad = ~s["split"].isin(["train", "test"])
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{p}: line {k + 2}: split {s['split'].iloc[k]!r} is not 'train' or 'test'")
+    if s["clip_id"].duplicated().any():
+        k = int(np.flatnonzero(s["clip_id"].duplicated())[0])
+        raise DataError(f"{p}: line {k + 2}: duplicate clip_id {s['clip_id'].iloc[k]!r}")
+    if df is None:
+        return s
+    m = df.assign(_cid=df["clip_id"].astype(str)).drop(columns=["split"], errors="ignore")
+    m = m.merge(s[["clip_id", "label", "split"]].rename(columns={"clip_id": "_cid", "label": "_label"}),
+                on="_cid", how="right", indicator=True)
+    absent = m.loc[m["_merge"] == "right_only", "_cid"].tolist()
+    if absent:
+        raise DataError(f"{p}: {len(absent)} clip(s) of the split are not in the manifest, e.g. {absent[:5]}")
+    diff = m[m["label"].astype(str) != m["_label"]]
+    if len(diff):
+        r = diff.iloc[0]
+        raise DataError(f"{p}: clip {r['_cid']!r} is labelled {r['_label']!r} in the split but "
+                        f"{r['label']!r} in the manifest ({len(diff)} such clip(s))")
+    m = m.drop(columns=["_cid", "_label", "_merge"])
+    return (m[m["split"] == "train"].reset_index(drop=True), m[m["split"] == "test"].reset_index(drop=True))
