@@ -132,13 +132,7 @@ class _DecordSource(_Source):
             self.n = len(self.vr)
         except Exception as e:  # decord raises RuntimeError / DECORDError; normalised by the caller
             raise _OpenFailed(f"{type(e).__name__}: {_first_line(e)}") from e
-        if self.n == 0:
-            raise DataError(f"{path}: zero decodable frames")
-        if declared_frames and declared_frames - self.n > max(2, TRUNCATION_TOLERANCE * declared_frames):
-            raise DataError(
-                f"{path}: truncated video: the container declares {declared_frames} frames but only "
-                f"{self.n} can be decoded"
-            )
+        _check_count(path, self.n, declared_frames)
         self.fps = float(self.vr.get_avg_fps())
         if not self.fps > 0:
             raise DataError(f"{path}: the container gives no frame rate")
@@ -172,14 +166,14 @@ class _PyAVSource(_Source):
                 s = c.streams.video[0]
                 tb = float(s.time_base) if s.time_base else None
                 rate = s.average_rate or s.guessed_rate
+                declared = int(s.frames) or None
                 pts = [p.pts for p in c.demux(s) if p.pts is not None and p.size > 0]
         except DataError:
             raise
         except Exception as e:
             raise DataError(f"{path}: cannot be read by PyAV ({type(e).__name__}: {_first_line(e)})") from e
         self.n = len(pts)
-        if self.n == 0:
-            raise DataError(f"{path}: zero decodable frames")
+        _check_count(path, self.n, declared)
         self.fps = float(rate) if rate else 0.0
         if not self.fps > 0:
             raise DataError(f"{path}: the container gives no frame rate")
@@ -243,6 +237,14 @@ class _FolderSource(_Source):
                                 f"{out[0].shape[1]}x{out[0].shape[0]}")
             out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         return np.stack(out).astype(np.uint8, copy=False)
+
+
+def _check_count(path: Path, n: int, declared: int | None) -> None:
+    if n == 0:
+        raise DataError(f"{path}: zero decodable frames")
+    if declared and declared - n > max(2, TRUNCATION_TOLERANCE * declared):
+        raise DataError(f"{path}: truncated video: the container declares {declared} frames but only {n} "
+                        f"can be read")
 
 
 class _OpenFailed(Exception):
