@@ -1,0 +1,326 @@
+"""Build the book: execute chapters with papermill under a profile, then render with jupyter-book 1.x.
+
+* A chapter is re-executed only when its content hash changed: the notebook's cells (not outputs), its
+  parameters, the library's source, and its inputs (committed reference tables and model checkpoints).
+* A failing chapter does not stop the others; its executed notebook (with the traceback) is kept in
+  ``book/chapters/`` and the build exits non-zero at the end, naming the chapter and the cell.
+* Every execution writes a status record (profile, models, datasets, wall time, peak memory, device,
+  package versions, git commit) from which ``book/status.md`` is generated.
+
+Usage: ``python -m emoprobe.book --profile default [--only 02_long_tail] [--force] [--no-html]``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from . import config, paths
+
+KERNEL = "emoprobe"
+PACKAGES = ("emoprobe", "torch", "torchvision", "transformers", "peft", "numpy", "pandas", "scikit-learn",
+            "scipy", "papermill", "jupyter-book", "myst-nb", "decord", "av", "wordfreq")
+# Inputs whose content enters a chapter's hash besides the notebook, its parameters and the lib.
+INPUT_DIRS = ("data/reference", "data/models")
+
+
+@dataclass
+class ChapterStatus:
+    chapter: str
+    profile: str
+    status: str                      # "ok" | "failed" | "up-to-date"
+    hash: str
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    device: str = ""
+    models: list = field(default_factory=list)
+    datasets: list = field(default_factory=list)
+    error: str = ""
+    failed_cell: int | None = None
+    executed_at: str = ""
+    git_commit: str = ""
+    versions: dict = field(default_factory=dict)
+
+
+def chapters_dir() -> Path:
+    return paths.root() / "chapters"
+
+
+def out_dir() -> Path:
+    return paths.root() / "book" / "chapters"
+
+
+def stamps_dir() -> Path:
+    p = paths.cache() / "stamps"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def list_chapters() -> list[str]:
+    return sorted(p.stem for p in chapters_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def _hash_files(h, files):
+    for f in sorted(files):
+        h.update(str(f.relative_to(paths.root())).encode())
+        h.update(f.read_bytes())
+
+
+def notebook_source_hash(nb_path: Path) -> str:
+    """Hash of the cells' sources and tags only (outputs and execution counts never count)."""
+    nb = json.loads(nb_path.read_text())
+    h = hashlib.sha256()
+    for c in nb["cells"]:
+        h.update(c["cell_type"].encode())
+        src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        h.update(src.encode())
+        h.update(json.dumps(c.get("metadata", {}).get("tags", []), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def content_hash(chapter: str, params: dict) -> str:
+    root = paths.root()
+    h = hashlib.sha256()
+    h.update(notebook_source_hash(chapters_dir() / f"{chapter}.ipynb").encode())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    _hash_files(h, (root / "lib" / "emoprobe").rglob("*.py"))
+    for d in INPUT_DIRS:
+        _hash_files(h, [p for p in (root / d).rglob("*") if p.is_file()])
+    return h.hexdigest()
+
+
+def declared_parameters(nb_path: Path) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(nb_path)))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.root(), capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.root(),
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    v = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            v[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            v[p] = "absent"
+    return v
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # torch missing or broken: say CPU, the status page shows versions anyway
+        pass
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+class _PeakRSS:
+    """Samples the summed RSS of this process's children (the Jupyter kernel) while a chapter runs."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for c in me.children(recursive=True):
+                try:
+                    total += c.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def _listify(v) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [json.dumps(x, sort_keys=True) if isinstance(x, dict) else str(x) for x in v]
+    return [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)]
+
+
+def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterStatus:
+    import papermill
+
+    nb_in = chapters_dir() / f"{chapter}.ipynb"
+    nb_out = out_dir() / f"{chapter}.ipynb"
+    params = config.load(chapter, profile)
+    declared = declared_parameters(nb_in)
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ValueError(f"{config.profiles_file()}: parameters {unknown} for chapter {chapter} (profile "
+                         f"{profile}) are not declared in the parameters cell of {nb_in}")
+    digest = content_hash(chapter, params)
+    stamp = stamps_dir() / f"{chapter}.json"
+    if not force and stamp.exists() and nb_out.exists():
+        old = json.loads(stamp.read_text())
+        if old.get("hash") == digest and old.get("status") == "ok":
+            old["status"] = "up-to-date"
+            return ChapterStatus(**old)
+    st = ChapterStatus(chapter=chapter, profile=profile, status="ok", hash=digest, device=device_name(),
+                       models=_listify(params.get("models")), datasets=_listify(params.get("dataset")),
+                       executed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), git_commit=git_commit(),
+                       versions=versions())
+    out_dir().mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with _PeakRSS() as mem:
+        try:
+            papermill.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name=KERNEL,
+                                       cwd=str(chapters_dir()), progress_bar=False, log_output=False)
+        except papermill.PapermillExecutionError as e:
+            st.status, st.failed_cell = "failed", e.cell_index
+            st.error = f"{e.ename}: {e.evalue}"
+        except Exception as e:  # kernel died, notebook unreadable, ...: recorded, the others go on
+            st.status, st.error = "failed", f"{type(e).__name__}: {e}"
+    st.wall_s = round(time.perf_counter() - t0, 2)
+    st.peak_rss_mb = round(mem.peak / 2**20, 1)
+    stamp.write_text(json.dumps(asdict(st), indent=1))
+    return st
+
+
+def write_status_page(statuses: list[ChapterStatus]) -> Path:
+    """Generate book/status.md from the latest status record of every chapter."""
+    rows = []
+    for s in statuses:
+        cell = "" if s.failed_cell is None else f" (cell {s.failed_cell})"
+        rows.append(
+            f"| [{s.chapter}](chapters/{s.chapter}.ipynb) | {s.profile} | {s.status}{cell} | "
+            f"{'<br>'.join(s.models) or '—'} | {'<br>'.join(s.datasets) or '—'} | {s.wall_s:.1f} | "
+            f"{s.peak_rss_mb:.0f} | {s.device} | {s.git_commit} | {s.executed_at} |")
+    vers = statuses[0].versions if statuses else versions()
+    lines = [
+        "# Build status and provenance", "",
+        "Each chapter below was executed headless by papermill; this page is generated by `emoprobe.book` at "
+        "build time. *up-to-date* means the chapter's content hash (notebook, parameters, library source, "
+        "reference tables and checkpoints) was unchanged, so the stored execution was reused; wall time and "
+        "memory are those of that execution.", "",
+        "| chapter | profile | status | models | datasets | wall time (s) | peak memory (MB) | device | "
+        "git commit | executed |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "## Package versions", "", "| package | version |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in vers.items()], "",
+    ]
+    failed = [s for s in statuses if s.status == "failed"]
+    if failed:
+        lines += ["## Failures", ""]
+        lines += [f"- **{s.chapter}** failed at cell {s.failed_cell}: `{s.error[:300]}`" for s in failed]
+    p = paths.root() / "book" / "status.md"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+EXTERNAL = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)=["'](https?:)?//""", re.I)
+
+
+def external_assets(html_dir: Path) -> list[str]:
+    """Pages that load assets from the network (the book must read offline)."""
+    bad = []
+    for f in sorted(html_dir.rglob("*.html")):
+        for m in EXTERNAL.finditer(f.read_text(errors="replace")):
+            tag = f.read_text(errors="replace")[m.start(): m.start() + 160].split(">")[0]
+            if 'rel="canonical"' in tag:
+                continue
+            bad.append(f"{f.relative_to(html_dir)}: {tag}")
+    return bad
+
+
+def build_html() -> tuple[int, float, Path]:
+    root = paths.root()
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going"],
+                       cwd=root)
+    html = root / "_build" / "html"
+    rc = r.returncode
+    if rc == 0:
+        bad = external_assets(html)
+        if bad:
+            print("The built book loads assets from the network:\n  " + "\n  ".join(bad[:20]), file=sys.stderr)
+            rc = 3
+    return rc, time.perf_counter() - t0, html / "index.html"
+
+
+def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
+        html: bool = True) -> int:
+    os.environ["EMOPROBE_ROOT"] = str(paths.root())
+    os.environ["EMOPROBE_PROFILE"] = profile
+    if profile != "paper":  # nothing is downloaded at run time in smoke/default
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    names = list_chapters()
+    if only:
+        missing = sorted(set(only) - set(names))
+        if missing:
+            raise SystemExit(f"unknown chapters {missing}; chapters/ holds {names}")
+        names = [n for n in names if n in only]
+    statuses = []
+    for name in names:
+        st = execute_chapter(name, profile, force=force)
+        print(f"[book] {name:28s} {st.status:10s} {st.wall_s:7.1f} s  peak {st.peak_rss_mb:7.0f} MB"
+              + (f"  -- cell {st.failed_cell}: {st.error[:200]}" if st.status == "failed" else ""), flush=True)
+        statuses.append(st)
+    # the status page lists every chapter, also those not re-run now
+    recorded = {s.chapter: s for s in statuses}
+    for name in list_chapters():
+        if name not in recorded and (stamps_dir() / f"{name}.json").exists():
+            recorded[name] = ChapterStatus(**json.loads((stamps_dir() / f"{name}.json").read_text()))
+    write_status_page([recorded[n] for n in list_chapters() if n in recorded])
+    rc = 0
+    failed = [s for s in statuses if s.status == "failed"]
+    if html:
+        hrc, secs, index = build_html()
+        print(f"[book] rendered in {secs:.1f} s: {index}" if hrc == 0 else f"[book] jupyter-book failed ({hrc})")
+        rc = rc or hrc
+    for s in failed:
+        print(f"[book] FAILED {s.chapter} at cell {s.failed_cell}: {s.error[:300]}\n"
+              f"       executed notebook with the traceback: {out_dir() / (s.chapter + '.ipynb')}", file=sys.stderr)
+    return 1 if failed else rc
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m emoprobe.book", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default=os.environ.get("PROFILE", "default"), choices=config.PROFILES)
+    ap.add_argument("--only", nargs="*", help="chapter stems to execute (default: all)")
+    ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
+    ap.add_argument("--no-html", action="store_true", help="execute only, do not render")
+    a = ap.parse_args(argv)
+    return run(a.profile, a.only, a.force, not a.no_html)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
