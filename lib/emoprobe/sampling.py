@@ -63,7 +63,7 @@ TRUNCATION_TOLERANCE = 0.05
 STRATEGIES = ("fps", "count", "all", "keyframes_gaps")
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compare fields explicitly
 class Frames:
     """Frames with their timestamps. ``frames`` is uint8 (T, H, W, 3) RGB; ``t`` seconds (T,);
     ``indices`` source frame indices (T,); ``requested`` how many frames the strategy asked for; ``capped``
@@ -128,6 +128,7 @@ class _DecordSource(_Source):
         import decord
 
         try:
+            # one decoding thread: runs parallelise over clips, and the 2-core machine is shared
             self.vr = decord.VideoReader(str(path), num_threads=1)
             self.n = len(self.vr)
         except Exception as e:  # decord raises RuntimeError / DECORDError; normalised by the caller
