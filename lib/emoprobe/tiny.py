@@ -262,10 +262,9 @@ TINY_VISION = dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=128)
 
 
 def qwen_pixel_size(image_size: int, *, factor: int = 28) -> dict:
-    """The Qwen processors' pixel budget for ``image_size``-px frames: up to image_size² pixels per frame
-    (rounded to the 28-px patch×merge grid), at least 56×56."""
-    side = max(factor, int(round(image_size / factor)) * factor)
-    return {"shortest_edge": min(side, 2 * factor) ** 2, "longest_edge": side * side}
+    """The Qwen processors' pixel budget for ``image_size``-px frames: at most image_size² pixels per frame
+    (the processor rounds each side to its patch×merge ``factor``), at least min(image_size, 2·factor)²."""
+    return {"shortest_edge": min(image_size, 2 * factor) ** 2, "longest_edge": image_size * image_size}
 
 
 def build_qwen2_5_vl(
@@ -339,11 +338,249 @@ def build_qwen2_5_vl(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Qwen3-VL
+# --------------------------------------------------------------------------------------------------------------
+
+QWEN3_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE.replace(
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+    "{%- endif -%}", "")  # Qwen3-VL's template adds no default system message
+
+
+def build_qwen3_vl(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | None = None,
+                   vision: dict | None = None, image_size: int = 112, seed: int = 0,
+                   max_position_embeddings: int = 4096) -> Path:
+    """Random ``Qwen3VLForConditionalGeneration`` (interleaved M-RoPE, DeepStack, 16-px patches) + processor.
+
+    The Qwen3-VL processor writes each temporal patch's timestamp (``<1.2 seconds>``) into the prompt from the
+    video metadata (fps, frame indices) the caller passes.
+    """
+    from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
+                              Qwen3VLProcessor, Qwen3VLVideoProcessor)
+
+    out_dir = Path(out_dir)
+    tok = train_tokenizer(corpus, vocab_size, QWEN_SPECIAL, named=QWEN_NAMED, extra_named=QWEN_EXTRA,
+                          chat_template=QWEN3_CHAT_TEMPLATE, model_max_length=max_position_embeddings)
+    t = {**TINY_TEXT, **(text or {})}
+    t.setdefault("head_dim", t["hidden_size"] // t["num_attention_heads"])
+    v = {**TINY_VISION, **(vision or {})}
+    v.setdefault("out_hidden_size", t["hidden_size"])
+    v.setdefault("patch_size", 16)
+    v.setdefault("spatial_merge_size", 2)
+    v.setdefault("temporal_patch_size", 2)
+    v.setdefault("num_position_embeddings", 64)  # an 8×8 learned grid, interpolated to the frame's grid
+    v.setdefault("deepstack_visual_indexes", [0])
+    half = t["head_dim"] // 2
+    tsec = max(1, round(half * 24 / 64))  # Qwen3-VL: [24, 20, 20] of 64
+    mrope = [tsec, (half - tsec) // 2, half - tsec - (half - tsec) // 2]
+    ids = {n: tok.convert_tokens_to_ids(s) for n, s in
+           [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
+    text_config = dict(
+        vocab_size=_vocab(tok, vocab_size), max_position_embeddings=max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": mrope,
+                         "mrope_interleaved": True},
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, **t)
+    config = Qwen3VLConfig(text_config=text_config, vision_config=v, tie_word_embeddings=True, **ids)
+    factor = v["patch_size"] * v["spatial_merge_size"]
+    size = qwen_pixel_size(image_size, factor=factor)
+    common = dict(size=size, patch_size=v["patch_size"], merge_size=v["spatial_merge_size"],
+                  temporal_patch_size=v["temporal_patch_size"], image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen3VLVideoProcessor(**common, do_sample_frames=False),
+        tokenizer=tok, chat_template=QWEN3_CHAT_TEMPLATE)
+    model = _seeded_model(Qwen3VLForConditionalGeneration, config, seed)
+    return _save(out_dir, model, processor, tok, "qwen3_vl",
+                 dict(text=t, vision=v, image_size=image_size, seed=seed, pixel_size=size))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# InternVL3 (transformers-native "-hf" layout: InternVLForConditionalGeneration, Qwen2 language model)
+# --------------------------------------------------------------------------------------------------------------
+
+INTERNVL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+
+
+def build_internvl3(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | None = None,
+                    vision: dict | None = None, image_size: int = 112, seed: int = 0) -> Path:
+    """Random ``InternVLForConditionalGeneration`` (InternViT + pixel-shuffle MLP + Qwen2) + ``InternVLProcessor``.
+
+    One ``image_size``² tile per frame (no dynamic tiling: ``crop_to_patches=False``), so each frame costs
+    (image_size/14)²/4 ``<IMG_CONTEXT>`` tokens; videos are expanded by the processor to
+    ``Frame1: <img>...</img>`` per frame, as in InternVL3.
+    """
+    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor, InternVLVideoProcessor)
+
+    out_dir = Path(out_dir)
+    template = _chatml_template("<IMG_CONTEXT>\\n", "<video>\\n")
+    tok = train_tokenizer(corpus, vocab_size, INTERNVL_SPECIAL,
+                          named={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+                          extra_named={"start_image_token": "<img>", "end_image_token": "</img>",
+                                       "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+                          chat_template=template)
+    t = {**TINY_TEXT, **(text or {})}
+    patch = 14
+    if image_size % (2 * patch):
+        raise ValueError(f"internvl3: image_size {image_size} must be a multiple of {2 * patch}")
+    v = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+             image_size=[image_size, image_size], patch_size=[patch, patch])
+    v.update(vision or {})
+    seq = (image_size // patch) ** 2 // 4
+    text_config = dict(model_type="qwen2", vocab_size=_vocab(tok, vocab_size), max_position_embeddings=4096,
+                       bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True, **t)
+    config = InternVLConfig(vision_config=v, text_config=text_config,
+                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=seq,
+                            downsample_ratio=0.5, tie_word_embeddings=True)
+    sz = {"height": image_size, "width": image_size}
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size=sz, crop_to_patches=False),
+        video_processor=InternVLVideoProcessor(size=sz),
+        tokenizer=tok, image_seq_length=seq, chat_template=template)
+    model = _seeded_model(InternVLForConditionalGeneration, config, seed)
+    return _save(out_dir, model, processor, tok, "internvl3",
+                 dict(text=t, vision=v, image_size=image_size, seed=seed, image_seq_length=seq))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LLaVA-NeXT-Video and Video-LLaVA (CLIP vision tower + Llama language model, Vicuna-style prompt)
+# --------------------------------------------------------------------------------------------------------------
+
+LLAVA_SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
+LLAVA_NAMED = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+LLAVA_EXTRA = {"image_token": "<image>", "video_token": "<video>"}
+TINY_CLIP = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                 projection_dim=64, patch_size=14)
+
+
+def _llama_text(tok, vocab_size: int, text: dict | None) -> dict:
+    t = {**TINY_TEXT, **(text or {})}
+    return dict(model_type="llama", vocab_size=_vocab(tok, vocab_size), max_position_embeddings=4096,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                **t)
+
+
+def build_llava_next_video(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | None = None,
+                           vision: dict | None = None, image_size: int = 112, seed: int = 0) -> Path:
+    """Random ``LlavaNextVideoForConditionalGeneration`` + ``LlavaNextVideoProcessor``.
+
+    Video frames: CLIP patches average-pooled with stride 2 → (image_size/14/2)² tokens per frame. Images use
+    LLaVA-NeXT "anyres" with a single grid pinpoint (image_size × image_size).
+    """
+    from transformers import (LlavaNextImageProcessor, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor)
+
+    out_dir = Path(out_dir)
+    template = _vicuna_template("<image>", "<video>")
+    tok = train_tokenizer(corpus, vocab_size, LLAVA_SPECIAL, named=LLAVA_NAMED, extra_named=LLAVA_EXTRA,
+                          chat_template=template)
+    v = {**TINY_CLIP, "model_type": "clip_vision_model", "image_size": image_size, **(vision or {})}
+    n_side = image_size // v["patch_size"]
+    pin = [[image_size, image_size]]
+    config = LlavaNextVideoConfig(
+        vision_config=v, text_config=_llama_text(tok, vocab_size, text),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pin, vision_feature_layer=-2, vision_feature_select_strategy="default",
+        spatial_pool_stride=2, image_seq_length=n_side * n_side, video_seq_length=(n_side // 2) ** 2)
+    crop = {"height": image_size, "width": image_size}
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size={"shortest_edge": image_size}, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(size={"shortest_edge": image_size}, crop_size=crop,
+                                                image_grid_pinpoints=pin),
+        tokenizer=tok, chat_template=template, patch_size=v["patch_size"], vision_feature_select_strategy="default",
+        num_additional_image_tokens=1)
+    model = _seeded_model(LlavaNextVideoForConditionalGeneration, config, seed)
+    return _save(out_dir, model, processor, tok, "llava_next_video",
+                 dict(text=text or TINY_TEXT, vision=v, image_size=image_size, seed=seed))
+
+
+def build_video_llava(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | None = None,
+                      vision: dict | None = None, image_size: int = 112, seed: int = 0) -> Path:
+    """Random ``VideoLlavaForConditionalGeneration`` + ``VideoLlavaProcessor`` (every CLIP patch + CLS per frame).
+
+    Note: the real Video-LLaVA was trained on exactly 8 frames per video; the architecture itself accepts any T.
+    """
+    from transformers import (VideoLlavaConfig, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor,
+                              VideoLlavaProcessor, VideoLlavaVideoProcessor)
+
+    out_dir = Path(out_dir)
+    template = _vicuna_template("<image>", "<video>")
+    tok = train_tokenizer(corpus, vocab_size, LLAVA_SPECIAL, named=LLAVA_NAMED, extra_named=LLAVA_EXTRA,
+                          chat_template=template)
+    v = {**TINY_CLIP, "model_type": "clip_vision_model", "image_size": image_size, **(vision or {})}
+    n_side = image_size // v["patch_size"]
+    config = VideoLlavaConfig(
+        vision_config=v, text_config=_llama_text(tok, vocab_size, text),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        image_seq_length=n_side * n_side, video_seq_length=8 * (n_side * n_side + 1))
+    crop = {"height": image_size, "width": image_size}
+    processor = VideoLlavaProcessor(
+        image_processor=VideoLlavaImageProcessor(size={"shortest_edge": image_size}, crop_size=crop),
+        video_processor=VideoLlavaVideoProcessor(size={"shortest_edge": image_size}, crop_size=crop),
+        tokenizer=tok, patch_size=v["patch_size"], vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=template)
+    model = _seeded_model(VideoLlavaForConditionalGeneration, config, seed)
+    return _save(out_dir, model, processor, tok, "video_llava",
+                 dict(text=text or TINY_TEXT, vision=v, image_size=image_size, seed=seed))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SmolVLM (SigLIP-style encoder + pixel shuffle + Llama; any AutoModelForImageTextToText with a chat template)
+# --------------------------------------------------------------------------------------------------------------
+
+SMOLVLM_SPECIAL = (["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>",
+                    "<global-img>", "<video>"]
+                   + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)])
+
+
+def build_smolvlm(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | None = None,
+                  vision: dict | None = None, image_size: int = 112, seed: int = 0) -> Path:
+    """Random ``SmolVLMForConditionalGeneration`` + ``SmolVLMProcessor``; one global image per frame
+    (``do_image_splitting=False``), (image_size/14)²/4 ``<image>`` tokens each."""
+    from transformers import (SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor,
+                              SmolVLMProcessor, SmolVLMVideoProcessor)
+
+    out_dir = Path(out_dir)
+    template = _smolvlm_template()
+    tok = train_tokenizer(corpus, vocab_size, SMOLVLM_SPECIAL,
+                          named={"bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>",
+                                 "pad_token": "<|endoftext|>"},
+                          extra_named={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
+                                       "global_image_token": "<global-img>", "video_token": "<video>",
+                                       "end_of_utterance_token": "<end_of_utterance>"},
+                          chat_template=template)
+    patch = 14
+    v = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+             image_size=image_size, patch_size=patch, **(vision or {}))
+    seq = (image_size // patch) ** 2 // 4
+    t = _llama_text(tok, vocab_size, text)
+    config = SmolVLMConfig(vision_config=v, text_config=t, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                           scale_factor=2)
+    edge = {"longest_edge": image_size}
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(size=edge, max_image_size=edge, do_image_splitting=False),
+        video_processor=SmolVLMVideoProcessor(size=edge, max_image_size=edge, do_sample_frames=False),
+        tokenizer=tok, image_seq_len=seq, chat_template=template)
+    model = _seeded_model(SmolVLMForConditionalGeneration, config, seed)
+    return _save(out_dir, model, processor, tok, "smolvlm",
+                 dict(text=text or TINY_TEXT, vision=v, image_size=image_size, seed=seed, image_seq_len=seq))
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------------------
 
 BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen2_5_vl": build_qwen2_5_vl,
+    "qwen3_vl": build_qwen3_vl,
+    "internvl3": build_internvl3,
+    "llava_next_video": build_llava_next_video,
+    "video_llava": build_video_llava,
+    "smolvlm": build_smolvlm,
 }
 
 # Families that cannot be built offline, with the reason (filled in below as they are tried).
