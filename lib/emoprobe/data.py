@@ -15,6 +15,7 @@ convention of DFEW's frame folders and MAFW's file names.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -465,3 +466,64 @@ def read_split(path, df: pd.DataFrame | None = None):
                         f"{r['label']!r} in the manifest ({len(diff)} such clip(s))")
     m = m.drop(columns=["_cid", "_label", "_merge"])
     return (m[m["split"] == "train"].reset_index(drop=True), m[m["split"] == "test"].reset_index(drop=True))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What chapters call: a profile's `dataset` entry -> manifests
+# ----------------------------------------------------------------------------------------------------------
+def from_spec(spec: dict, split: str = "test") -> pd.DataFrame:
+    """The manifest a chapter evaluates on, from a profile's ``dataset`` entry.
+
+    * ``{"name": "synthfer", "label_set": "mafw", "n_per_class": 45, "n_train": 3000, "size": 112, "seed": 0}``
+      — the SynthFER balanced test split or the long-tailed train split (generated once, cached).
+    * ``{"name": "mafw"|"dfew", "root": ..., "fold": 1, "n_per_class": 45, "seed": 0}`` — the real dataset
+      under the paper's protocol (Sec. 3.1): a seeded class-balanced test subset of ``n_per_class`` per class
+      drawn from all clips of the fold, the rest as train; the split file is written to
+      ``paths.cache()/splits/<name>-fold<k>-n<n>-s<seed>/split.csv`` for reuse.
+      Without ``n_per_class`` the dataset's own split files are used as they are.
+    * ``{"name": "manifest", "csv": ..., "label_set": ...}`` — rows whose ``split`` equals ``split`` (all rows
+      if the CSV has no split column).
+    ``limit`` (optional) keeps the first ``limit`` clips per class of the result, in a stable order (smoke runs).
+    """
+    spec = dict(spec)
+    name = str(spec.pop("name", "")).lower()
+    limit = spec.pop("limit", None)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "synthfer":
+        from . import synthfer
+
+        n_train = spec.pop("n_train", None)
+        n_per_class = spec.pop("n_per_class", None)
+        kw = {k: spec[k] for k in ("label_set", "size", "seed", "fps", "micro_share", "workers") if k in spec}
+        kw.setdefault("workers", os.cpu_count() or 1)
+        if split == "test":
+            df = synthfer.dataset(split="test", n_per_class=n_per_class, **kw)
+        else:
+            df = synthfer.dataset(split="train", n_total=n_train, **kw)
+    elif name in ("mafw", "dfew"):
+        loader = load_mafw if name == "mafw" else load_dfew
+        root, fold = spec.get("root"), spec.get("fold", 1)
+        if not root:
+            raise ValueError(f"dataset spec {spec!r}: a {name} dataset needs `root` (your copy of {name.upper()})")
+        n_per_class = spec.get("n_per_class")
+        if n_per_class is None:
+            df = loader(root, fold=fold, split=split)
+        else:
+            from . import paths
+
+            everything = loader(root, fold=fold, split=None)
+            train, test = balanced_split(everything, n_per_class, seed=spec.get("seed", 0), label_set=name)
+            write_split(train, test, paths.cache() / "splits" /
+                        f"{name}-fold{fold}-n{n_per_class}-s{spec.get('seed', 0)}")
+            df = test if split == "test" else train
+    elif name == "manifest":
+        df = load_manifest(spec["csv"], label_set=spec.get("label_set"))
+        if "split" in df.columns and df["split"].notna().any():
+            df = df[df["split"] == split]
+    else:
+        raise ValueError(f"unknown dataset name {name!r} in spec; known: synthfer, mafw, dfew, manifest")
+    if limit is not None:
+        df = (df.sort_values("clip_id", kind="stable").groupby("label", sort=False, group_keys=False)
+                .head(int(limit)))
+    return df.reset_index(drop=True)
