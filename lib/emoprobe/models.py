@@ -64,6 +64,27 @@ class Backend:
         raise NotImplementedError
 
 
+def resolve(spec: dict) -> dict:
+    """A spec whose ``model`` (or ``adapter``) is a path relative to the repository root (e.g. the embedded
+    ``data/models/microvlm``) gets it made absolute, so chapters and the CLI run from any folder. The display
+    ``name`` a chapter gives a model is not part of the backend's settings."""
+    from pathlib import Path
+
+    from . import paths
+
+    spec = {k: v for k, v in spec.items() if k != "name"}
+    for k in ("model", "adapter"):
+        v = spec.get(k)
+        if isinstance(v, str) and v and not Path(v).is_absolute():
+            try:
+                cand = paths.root() / v
+            except FileNotFoundError:
+                continue
+            if cand.exists():
+                spec[k] = str(cand)
+    return spec
+
+
 BACKENDS = {
     "hf": "emoprobe.hf:HFBackend",
     "openai": "emoprobe.remote:OpenAIBackend",
@@ -80,6 +101,7 @@ def load(spec: dict | str) -> Backend:
 
     if isinstance(spec, str):
         spec = {"backend": "hf", "model": spec}
+    spec = resolve(spec)
     kind = spec.get("backend", "hf")
     if kind not in BACKENDS:
         raise ModelError(f"unknown backend {kind!r} in model spec {spec!r}; known: {sorted(BACKENDS)}")
