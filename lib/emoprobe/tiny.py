@@ -571,6 +571,60 @@ def build_smolvlm(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | 
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Qwen2.5-Omni (thinker only: the text-generating half; the talker/speech half is not built)
+# --------------------------------------------------------------------------------------------------------------
+
+OMNI_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_bos|>", "<|vision_eos|>", "<|IMAGE|>",
+                "<|VIDEO|>", "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>"]
+
+
+def build_qwen2_5_omni(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict | None = None,
+                       vision: dict | None = None, audio: dict | None = None, image_size: int = 112,
+                       seed: int = 0) -> Path:
+    """Random ``Qwen2_5OmniThinkerForConditionalGeneration`` + ``Qwen2_5OmniProcessor`` (vision-only use: no
+    audio is passed; the audio encoder exists, tiny, because the thinker's class always builds it)."""
+    from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
+                              Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessor,
+                              Qwen2VLVideoProcessor, WhisperFeatureExtractor)
+
+    out_dir = Path(out_dir)
+    template = _chatml_template("<|vision_bos|><|IMAGE|><|vision_eos|>", "<|vision_bos|><|VIDEO|><|vision_eos|>",
+                                system="You are a helpful assistant.")
+    tok = train_tokenizer(corpus, vocab_size, OMNI_SPECIAL, named=QWEN_NAMED,
+                          extra_named={"image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>",
+                                       "audio_token": "<|AUDIO|>", "vision_bos_token": "<|vision_bos|>",
+                                       "vision_eos_token": "<|vision_eos|>", "audio_bos_token": "<|audio_bos|>",
+                                       "audio_eos_token": "<|audio_eos|>"},
+                          chat_template=template)
+    t = {**TINY_TEXT, **(text or {})}
+    head_dim = t["hidden_size"] // t["num_attention_heads"]
+    v = {**TINY_VISION, "out_hidden_size": t["hidden_size"], "fullatt_block_indexes": [TINY_VISION["depth"] - 1],
+         **(vision or {})}
+    a = dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
+             output_dim=t["hidden_size"], **(audio or {}))
+    cid = tok.convert_tokens_to_ids
+    text_config = dict(vocab_size=_vocab(tok, vocab_size), max_position_embeddings=4096,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                        "mrope_section": _mrope_section(head_dim)},
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **t)
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=a, vision_config=v, text_config=text_config,
+        audio_token_index=cid("<|AUDIO|>"), image_token_index=cid("<|IMAGE|>"), video_token_index=cid("<|VIDEO|>"),
+        audio_start_token_id=cid("<|audio_bos|>"), audio_end_token_id=cid("<|audio_eos|>"),
+        vision_start_token_id=cid("<|vision_bos|>"), vision_end_token_id=cid("<|vision_eos|>"),
+        user_token_id=cid("<|im_start|>"))
+    size = qwen_pixel_size(image_size)
+    common = dict(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common, do_sample_frames=False, cap_pixels_per_frame=False),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tok, chat_template=template)
+    model = _seeded_model(Qwen2_5OmniThinkerForConditionalGeneration, config, seed)
+    return _save(out_dir, model, processor, tok, "qwen2_5_omni",
+                 dict(text=t, vision=v, audio=a, image_size=image_size, seed=seed, pixel_size=size))
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------------------
 
@@ -581,6 +635,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {
     "llava_next_video": build_llava_next_video,
     "video_llava": build_video_llava,
     "smolvlm": build_smolvlm,
+    "qwen2_5_omni": build_qwen2_5_omni,
 }
 
 # Families that cannot be built offline, with the reason (filled in below as they are tried).
