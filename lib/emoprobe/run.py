@@ -1,0 +1,491 @@
+"""The loop every chapter and the CLI call: clips -> frames -> model -> parsed answers, persisted at once.
+
+``classify`` (and the thin ``describe`` / ``msce`` on top of the same engine):
+
+* each clip gets a run-store key (:func:`emoprobe.store.key`) from the model fingerprint, the clip id and its
+  content hash (manifest ``sha256`` column, else the file's bytes), the sampling spec
+  (``sampling.spec_key``), transform, rendered prompt text, label list, seed, shuffle seed, ``score`` and
+  :func:`emoprobe.store.input_code_version`;
+* a stored answer is reused (``cached=True``); stored failures too, unless ``retry_failed=True``;
+* the rest is sampled (``sampling.sample``), optionally shuffled (``sampling.shuffle`` with a per-clip seed
+  derived from ``shuffle_seed`` and the clip id), transformed (``transforms.apply``) and sent to the backend
+  in batches; every batch is committed to the store as soon as it returns;
+* a clip whose frames cannot be decoded (or hashed, or transformed) becomes a ``failed`` row with the reason;
+  a backend exception fails the rows of that batch with the reason; nothing is dropped;
+* CUDA out-of-memory (``torch.cuda.OutOfMemoryError`` or a RuntimeError saying "out of memory") halves the
+  batch and retries, down to 1; a single item that still does not fit fails with the reason; the smaller
+  batch size is kept for the rest of the run.
+
+Output columns: ``clip_id, label, pred, status, parse_method, raw, scores (JSON str or None),
+n_visual_tokens, n_text_tokens, n_frames, capped, error, key, cached, extra (JSON str or None)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from emoprobe import labels as _labels
+from emoprobe import prompts as _prompts
+from emoprobe import store as _store
+from emoprobe.models import Answer, Backend, ClassifyRequest, DescribeRequest
+
+log = logging.getLogger("emoprobe.run")
+
+COLUMNS = ["clip_id", "label", "pred", "status", "parse_method", "raw", "scores", "n_visual_tokens",
+           "n_text_tokens", "n_frames", "capped", "error", "key", "cached", "extra"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def load_backend(model: dict | str | Backend) -> tuple[Backend, str]:
+    """``(backend, display name)`` for a spec dict / string or an already loaded backend."""
+    if isinstance(model, Backend) or (hasattr(model, "classify") and hasattr(model, "fingerprint")):
+        spec = getattr(model, "spec", {}) or {}
+        name = getattr(model, "name", None) or spec.get("name") or spec.get("model") or type(model).__name__
+        return model, str(name)
+    from emoprobe import models
+
+    spec = {"backend": "hf", "model": model} if isinstance(model, str) else dict(model)
+    name = spec.get("name") or spec.get("model")
+    return models.load(spec), str(name)
+
+
+def is_oom(e: BaseException) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, getattr(torch.cuda, "OutOfMemoryError", ())):
+        return True
+    return isinstance(e, (RuntimeError, MemoryError)) and "out of memory" in str(e).lower()
+
+
+def _free_cuda() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
+
+
+def _label_list(labels, manifest: pd.DataFrame) -> list[str]:
+    if labels is None:
+        if "label_set" not in manifest.columns:
+            raise ValueError("manifest has no label_set column: pass labels= (a label-set name or a list)")
+        sets = sorted(set(manifest["label_set"].dropna().astype(str).str.lower()))
+        if len(sets) != 1:
+            raise ValueError(f"manifest mixes label sets {sets}: pass labels=")
+        return list(_labels.get(sets[0]))
+    if isinstance(labels, str):
+        return list(_labels.get(labels))
+    return [str(x) for x in labels]
+
+
+def _check_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(manifest, pd.DataFrame):
+        raise TypeError(f"manifest must be a DataFrame (see emoprobe.data), got {type(manifest).__name__}")
+    missing = [c for c in ("clip_id", "path") if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest lacks column(s) {missing}; has {list(manifest.columns)}")
+    dup = manifest["clip_id"][manifest["clip_id"].duplicated()].unique().tolist()
+    if dup:
+        raise ValueError(f"manifest has duplicate clip_id(s) {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+    return manifest.reset_index(drop=True)
+
+
+def _sampling_spec(sampling: dict) -> dict:
+    from emoprobe import sampling as _sampling
+
+    s = dict(sampling)
+    strategy = s.pop("strategy", "fps")
+    return _sampling.spec_key(strategy, **s)
+
+
+def _item_hash(row: dict, st: _store.RunStore) -> str:
+    sha = row.get("sha256")
+    if isinstance(sha, str) and sha:
+        return sha
+    return st.content_hash(row["path"])
+
+
+def _clip_seed(shuffle_seed: int, clip_id: str) -> int:
+    return int(hashlib.sha256(f"{int(shuffle_seed)}:{clip_id}".encode()).hexdigest()[:8], 16)
+
+
+def _prompt_text(prompt: str, labels: list[str]) -> str:
+    return _prompts.render(prompt, labels)
+
+
+def _json_or_none(obj) -> str | None:
+    if obj is None:
+        return None
+    return obj if isinstance(obj, str) else _store.canonical_json(obj)
+
+
+def _run_name(task: str, display: str, fp: dict, setting: dict, clip_ids) -> str:
+    h = _store.key(fp=fp, setting=setting, clips=sorted(map(str, clip_ids)))[:10]
+    return f"{task}:{display}:{h}"
+
+
+# ------------------------------------------------------------------------------------------------ engine
+@dataclass
+class _Item:
+    key: str
+    clip_id: str
+    label: str | None
+    prepare: Callable[[], tuple[Any, dict]]   # -> (request, info for the row: n_frames, capped, extra)
+    error: str | None = None                  # failed before any model call (e.g. unreadable file)
+    info: dict = field(default_factory=dict)
+
+
+class _Engine:
+    def __init__(self, backend: Backend, st: _store.RunStore, run: str, meta: dict, batch_size: int,
+                 progress: bool, desc: str, retry_failed: bool, labels: list[str] | None, seed: int):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.backend, self.st, self.run, self.meta = backend, st, run, meta
+        self.bs = int(batch_size)
+        self.progress, self.desc, self.retry_failed = progress, desc, retry_failed
+        self.labels = labels
+        self.seed = seed
+
+    def _call(self, fn, reqs: list) -> list[Answer]:
+        try:
+            answers = fn(reqs)
+        except Exception as e:  # noqa: BLE001 - OOM handled, everything else recorded per item
+            if not is_oom(e):
+                raise
+            _free_cuda()
+            if len(reqs) == 1:
+                return [Answer.failed(f"out of memory at batch size 1: {_first_line(e)}")]
+            half = (len(reqs) + 1) // 2
+            if half < self.bs:
+                log.warning("%s: out of memory at batch size %d, continuing with %d", self.desc, len(reqs), half)
+                self.bs = half
+            return self._call(fn, reqs[:half]) + self._call(fn, reqs[half:])
+        if not isinstance(answers, list) or len(answers) != len(reqs):
+            raise RuntimeError(f"backend returned {len(answers) if isinstance(answers, list) else answers!r} "
+                               f"answers for {len(reqs)} requests")
+        return answers
+
+    def _row(self, item: _Item, a: Answer, info: dict) -> dict:
+        status, error = a.status, a.error
+        if status not in ("ok", "unparsed", "failed"):
+            status, error = "failed", f"backend returned invalid status {a.status!r}"
+        if status == "ok" and self.labels is not None and a.label not in self.labels:
+            status, error = "failed", f"backend returned label {a.label!r} outside the label set"
+        if status == "failed" and not error:
+            error = "backend reported a failure without a reason"
+        extra = {**(info.get("extra") or {}), **(a.extra or {})}
+        return {
+            "key": item.key, "clip_id": item.clip_id, "label": item.label,
+            "pred": a.label if status == "ok" else None, "status": status,
+            "parse_method": a.parse_method or ("failed" if status == "failed" else ""),
+            "raw": a.text, "scores": _json_or_none(a.scores),
+            "n_visual_tokens": a.n_visual_tokens, "n_text_tokens": a.n_text_tokens,
+            "n_frames": info.get("n_frames"), "capped": info.get("capped"), "error": _store.scrub(error),
+            "extra": _json_or_none(extra) if extra else None, **self.meta,
+        }
+
+    def _failed(self, item: _Item, reason: str, info: dict | None = None) -> dict:
+        return self._row(item, Answer.failed(reason), info or {})
+
+    def execute(self, items: list[_Item], call: Callable[[list], list[Answer]]) -> dict[str, dict]:
+        from tqdm.auto import tqdm
+
+        cached = self.st.get(it.key for it in items)
+        rows: dict[str, dict] = {}
+        todo: list[_Item] = []
+        queued: set[str] = set()
+        for it in items:
+            c = cached.get(it.key)
+            if c is not None and (c["status"] != "failed" or not self.retry_failed):
+                rows[it.key] = {**c, "label": it.label, "cached": True}
+            elif it.key not in queued:
+                queued.add(it.key)
+                todo.append(it)
+        self.st.add_to_run(self.run, list(rows))
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=self.desc, unit="item",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            i = 0
+            while i < len(todo):
+                chunk = todo[i:i + self.bs]
+                i += len(chunk)
+                batch_rows, ready = [], []
+                for it in chunk:
+                    if it.error:
+                        batch_rows.append(self._failed(it, it.error))
+                        continue
+                    try:
+                        req, info = it.prepare()
+                    except Exception as e:  # noqa: BLE001 - recorded as the item's failure
+                        batch_rows.append(self._failed(it, f"cannot prepare input: {_first_line(e)}"))
+                        continue
+                    ready.append((it, req, info))
+                if ready:
+                    self._seed()
+                    try:
+                        answers = self._call(call, [r for _, r, _ in ready])
+                    except Exception as e:  # noqa: BLE001 - the whole batch failed: record each item
+                        answers = [Answer.failed(f"backend error: {_first_line(e)}")] * len(ready)
+                    batch_rows += [self._row(it, a, info) for (it, _, info), a in zip(ready, answers)]
+                self.st.put(batch_rows, run=self.run)  # persisted the moment the batch returns
+                for r in batch_rows:
+                    rows[r["key"]] = {**r, "cached": False}
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        return rows
+
+    def _seed(self) -> None:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.manual_seed(int(self.seed))
+
+
+def _frame(items: list[_Item], rows: dict[str, dict]) -> pd.DataFrame:
+    out = []
+    for it in items:
+        r = rows[it.key]
+        out.append({c: r.get(c) for c in COLUMNS})
+    df = pd.DataFrame(out, columns=COLUMNS)
+    for c in ("n_visual_tokens", "n_text_tokens", "n_frames"):
+        df[c] = df[c].astype("Int64")
+    df["cached"] = df["cached"].astype(bool)
+    return df
+
+
+def _summarise(df: pd.DataFrame, st: _store.RunStore, run: str, what: str) -> pd.DataFrame:
+    s = {"n": int(len(df)), "ok": int((df["status"] == "ok").sum()),
+         "unparsed": int((df["status"] == "unparsed").sum()), "failed": int((df["status"] == "failed").sum()),
+         "cached": int(df["cached"].sum())}
+    st.finish_run(run, s)
+    log.info("%s [%s]: n=%d ok=%d unparsed=%d failed=%d cached=%d", what, run, s["n"], s["ok"], s["unparsed"],
+             s["failed"], s["cached"])
+    df.attrs["summary"] = s
+    df.attrs["run"] = run
+    return df
+
+
+def _prep_manifest(manifest, shard):
+    manifest = _check_manifest(manifest)
+    all_ids = manifest["clip_id"].astype(str).tolist()
+    if shard is not None:
+        manifest = manifest[[_store.in_shard(c, shard) for c in all_ids]].reset_index(drop=True)
+    return manifest, all_ids
+
+
+def _load_gt(row: dict):
+    """SynthFER ground truth for transforms that need it (rows with a gt_path or a SynthFER identity)."""
+    if "gt_path" in row or "identity" in row:
+        from emoprobe import synthfer
+
+        return synthfer.load_gt(row)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ classify
+def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transform: str = "none",
+             prompt: str = "paper", seed: int = 0, shuffle_seed: int | None = None, store=None,
+             batch_size: int = 8, shard: str | None = None, progress: bool = True, score: bool = False,
+             labels=None, run_name: str | None = None, retry_failed: bool = False) -> pd.DataFrame:
+    """Classify every clip of ``manifest`` (one row per clip, in manifest order; see the module docstring).
+
+    ``model``: a spec dict (``{"backend": ..., "model": ..., "name": display}``), an HF id/path, or a loaded
+    backend. ``store``: a RunStore, a path, or None for ``paths.cache()/runs.sqlite``. ``shard="i/n"`` keeps
+    the clips of shard i. ``labels``: label-set name or list (default: the manifest's ``label_set``).
+    """
+    sampling = {"strategy": "fps", "fps": 5} if sampling is None else dict(sampling)
+    manifest, all_ids = _prep_manifest(manifest, shard)
+    labs = _label_list(labels, manifest)
+    backend, display = load_backend(model)
+    st = _store.open_store(store)
+    fp = backend.fingerprint()
+    samp_key = _sampling_spec(sampling)
+    text = _prompt_text(prompt, labs)
+    setting = {"task": "classify", "sampling": samp_key, "transform": transform, "prompt": prompt,
+               "labels": labs, "seed": seed, "shuffle_seed": shuffle_seed, "score": bool(score)}
+    run = run_name or _run_name("classify", display, fp, setting, all_ids)
+    st.start_run(run, {"model": display, "fingerprint": fp, **setting, "shard": shard, "n_clips": len(manifest)})
+    code = _store.input_code_version()
+    meta = {"task": "classify", "model": display, "setting": _store.canonical_json(setting)}
+
+    items = []
+    for row in manifest.to_dict("records"):
+        cid = str(row["clip_id"])
+        err = None
+        try:
+            content = _item_hash(row, st)
+        except Exception as e:  # noqa: BLE001
+            content, err = None, f"cannot read clip {row['path']}: {_first_line(e)}"
+        k = _store.key(task="classify", model=fp, item={"clip_id": cid, "sha256": content}, sampling=samp_key,
+                       transform=transform, prompt=text, labels=labs, seed=seed, shuffle_seed=shuffle_seed,
+                       score=bool(score), code=code)
+
+        def prepare(row=row, cid=cid):
+            from emoprobe import sampling as _sampling
+
+            s = dict(sampling)
+            fr = _sampling.sample(row["path"], s.pop("strategy", "fps"), **s)
+            if shuffle_seed is not None:
+                fr = _sampling.shuffle(fr, _clip_seed(shuffle_seed, cid))
+            if transform != "none":
+                from emoprobe import transforms
+
+                fr = transforms.apply(transform, fr, gt=_load_gt(row))
+            info = {"n_frames": len(fr), "capped": bool(fr.capped),
+                    "extra": {"t": np.round(np.asarray(fr.t, float), 4).tolist(),
+                              **({"order": np.asarray(fr.order).tolist()} if shuffle_seed is not None else {}),
+                              **({"cap_reason": fr.cap_reason} if getattr(fr, "cap_reason", None) else {})}}
+            return ClassifyRequest(frames=fr.frames, t=fr.t, labels=labs, prompt=text), info
+
+        items.append(_Item(key=k, clip_id=cid, label=row.get("label"), prepare=prepare, error=err))
+
+    eng = _Engine(backend, st, run, meta, batch_size, progress, display, retry_failed, labs, seed)
+    rows = eng.execute(items, lambda reqs: backend.classify(reqs, score=score))
+    return _summarise(_frame(items, rows), st, run, f"classify {display}")
+
+
+# ------------------------------------------------------------------------------------------------ describe
+def describe(model, manifest: pd.DataFrame, sampling: dict | None = None, prompt: str = "motion", seed: int = 0,
+             store=None, batch_size: int = 8, shard: str | None = None, progress: bool = True,
+             run_name: str | None = None, retry_failed: bool = False) -> pd.DataFrame:
+    """Describe each clip (free text in ``raw``; ``prompt`` names ``prompts.DESCRIBE`` or is literal text)."""
+    sampling = {"strategy": "fps", "fps": 5} if sampling is None else dict(sampling)
+    manifest, all_ids = _prep_manifest(manifest, shard)
+    backend, display = load_backend(model)
+    st = _store.open_store(store)
+    fp = backend.fingerprint()
+    samp_key = _sampling_spec(sampling)
+    text = _prompts.DESCRIBE.get(prompt, prompt)
+    setting = {"task": "describe", "sampling": samp_key, "prompt": prompt, "seed": seed}
+    run = run_name or _run_name("describe", display, fp, setting, all_ids)
+    st.start_run(run, {"model": display, "fingerprint": fp, **setting, "shard": shard, "n_clips": len(manifest)})
+    code = _store.input_code_version()
+    meta = {"task": "describe", "model": display, "setting": _store.canonical_json(setting)}
+    items = []
+    for row in manifest.to_dict("records"):
+        cid = str(row["clip_id"])
+        err = None
+        try:
+            content = _item_hash(row, st)
+        except Exception as e:  # noqa: BLE001
+            content, err = None, f"cannot read clip {row['path']}: {_first_line(e)}"
+        k = _store.key(task="describe", model=fp, item={"clip_id": cid, "sha256": content}, sampling=samp_key,
+                       prompt=text, seed=seed, code=code)
+
+        def prepare(row=row):
+            from emoprobe import sampling as _sampling
+
+            s = dict(sampling)
+            fr = _sampling.sample(row["path"], s.pop("strategy", "fps"), **s)
+            return DescribeRequest(frames=fr.frames, t=fr.t, prompt=text), {"n_frames": len(fr),
+                                                                            "capped": bool(fr.capped)}
+
+        items.append(_Item(key=k, clip_id=cid, label=row.get("label"), prepare=prepare, error=err))
+    eng = _Engine(backend, st, run, meta, batch_size, progress, display, retry_failed, None, seed)
+    rows = eng.execute(items, backend.describe)
+    return _summarise(_frame(items, rows), st, run, f"describe {display}")
+
+
+# ------------------------------------------------------------------------------------------------ MSCE
+def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, describe_model=None,
+         prompt: str = "msce", describe_prompt: str = "motion", seed: int = 0, store=None, batch_size: int = 8,
+         shard: str | None = None, progress: bool = True, labels=None, run_name: str | None = None,
+         retry_failed: bool = False, score: bool = False) -> pd.DataFrame:
+    """Multi-Stage Context Enrichment (paper Sec. 4.2).
+
+    Stage 1: ``describe_model`` (default: ``model``) turns each gap of ``m`` in-between frames
+    (``sampling.keyframes_gaps``) into a motion text (stored as ``describe`` rows of their own).
+    Stage 2: ``model`` classifies the keyframes with the texts interleaved (``ClassifyRequest.context``).
+    The stage-2 key includes the texts, so new descriptions give new answers. A clip whose frames cannot be
+    decoded, or any of whose gaps failed in stage 1, is a failed row with the reason.
+    Rows as :func:`classify`; ``extra`` holds the motion texts.
+    """
+    from emoprobe import sampling as _sampling
+
+    manifest, all_ids = _prep_manifest(manifest, shard)
+    labs = _label_list(labels, manifest)
+    backend, display = load_backend(model)
+    dbackend, ddisplay = (backend, display) if describe_model is None else load_backend(describe_model)
+    st = _store.open_store(store)
+    fp, dfp = backend.fingerprint(), dbackend.fingerprint()
+    samp_key = _sampling.spec_key("keyframes_gaps", key_fps=key_fps, m=m)
+    text, dtext = _prompt_text(prompt, labs), _prompts.DESCRIBE.get(describe_prompt, describe_prompt)
+    setting = {"task": "msce", "sampling": samp_key, "prompt": prompt, "describe_prompt": describe_prompt,
+               "describe_model": dfp, "labels": labs, "seed": seed, "score": bool(score)}
+    run = run_name or _run_name("msce", display, fp, setting, all_ids)
+    st.start_run(run, {"model": display, "describe_model": ddisplay, "fingerprint": fp, **setting, "shard": shard,
+                       "n_clips": len(manifest)})
+    code = _store.input_code_version()
+    meta1 = {"task": "describe", "model": ddisplay,
+             "setting": _store.canonical_json({"task": "describe", "sampling": samp_key, "prompt": describe_prompt,
+                                               "seed": seed})}
+    meta2 = {"task": "classify", "model": display, "setting": _store.canonical_json(setting)}
+    eng1 = _Engine(dbackend, st, run, meta1, batch_size, progress=False, desc=f"{ddisplay} stage 1",
+                   retry_failed=retry_failed, labels=None, seed=seed)
+    eng2 = _Engine(backend, st, run, meta2, batch_size, progress=False, desc=f"{display} stage 2",
+                   retry_failed=retry_failed, labels=labs, seed=seed)
+
+    from tqdm.auto import tqdm
+
+    records = manifest.to_dict("records")
+    all_items, all_rows = [], {}
+    bar = tqdm(total=len(records), desc=f"MSCE {display}", unit="clip", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(records), max(1, int(batch_size))):
+        chunk = records[start:start + max(1, int(batch_size))]
+        decoded, s1_items = {}, []
+        for row in chunk:
+            cid = str(row["clip_id"])
+            try:
+                content = _item_hash(row, st)
+                keys, gaps = _sampling.keyframes_gaps(row["path"], key_fps=key_fps, m=m)
+                decoded[cid] = (content, keys, gaps, None)
+            except Exception as e:  # noqa: BLE001
+                decoded[cid] = (None, None, None, f"cannot decode clip {row['path']}: {_first_line(e)}")
+                continue
+            for j, g in enumerate(gaps):
+                k = _store.key(task="describe", model=dfp, item={"clip_id": cid, "sha256": content},
+                               sampling={**samp_key, "gap": j}, prompt=dtext, seed=seed, code=code)
+                s1_items.append(_Item(key=k, clip_id=f"{cid}#gap{j}", label=None, prepare=(
+                    lambda g=g: (DescribeRequest(frames=g.frames, t=g.t, prompt=dtext),
+                                 {"n_frames": len(g), "capped": bool(g.capped)}))))
+        s1 = eng1.execute(s1_items, dbackend.describe) if s1_items else {}
+        s2_items = []
+        for row in chunk:
+            cid = str(row["clip_id"])
+            content, keys, gaps, err = decoded[cid]
+            texts = []
+            if err is None:
+                for j in range(len(gaps)):
+                    r = s1[[it.key for it in s1_items if it.clip_id == f"{cid}#gap{j}"][0]]
+                    if r["status"] == "failed":
+                        err = f"stage 1 failed for gap {j}: {r['error']}"
+                        break
+                    texts.append(r["raw"])
+            k = _store.key(task="msce", model=fp, item={"clip_id": cid, "sha256": content}, sampling=samp_key,
+                           prompt=text, labels=labs, seed=seed, score=bool(score), code=code,
+                           context=texts if err is None else None, error=err)
+            s2_items.append(_Item(key=k, clip_id=cid, label=row.get("label"), error=err, prepare=(
+                lambda keys=keys, texts=texts: (
+                    ClassifyRequest(frames=keys.frames, t=keys.t, labels=labs, prompt=text, context=texts),
+                    {"n_frames": len(keys), "capped": bool(keys.capped), "extra": {"context": texts}}))))
+        all_rows.update(eng2.execute(s2_items, lambda reqs: backend.classify(reqs, score=score)))
+        all_items += s2_items
+        bar.update(len(chunk))
+    bar.close()
+    return _summarise(_frame(all_items, all_rows), st, run, f"msce {display}")
