@@ -61,7 +61,7 @@ def main() -> int:
     for st in sorted((tmp / "data" / "cache" / "stamps").glob("*.json")):
         s = json.loads(st.read_text())
         print(f"  {s['chapter']:28s} {s['status']:8s} {s['wall_s']:8.1f} s  peak RSS {s['peak_rss_mb']:8.0f} MB")
-    render, r2 = timed([sys.executable, "-m", "jupyter_book", "build", str(tmp), "-W", "-n", "--keep-going"],
+    render, r2 = timed([str(Path(sys.executable).parent / "jupyter-book"), "build", str(tmp), "-W", "-n", "--keep-going"],
                        cwd=tmp, env=env)
     print(f"render only (jupyter-book):      {render:8.1f} s  (rc {r2.returncode})")
     warm, r3 = timed(cmd, cwd=tmp, env=env)

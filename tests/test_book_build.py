@@ -142,6 +142,11 @@ def test_every_page_in_headless_chromium(served, browser):
         text = browser.execute_script("return document.body.innerText")
         if n_err or "Traceback (most recent call last)" in text:
             problems.append(f"{page}: {n_err} error/stderr outputs or a traceback")
+        remote = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+            ".filter(u => !u.startsWith(location.origin) && !u.startsWith('data:'))")
+        if remote:
+            problems.append(f"{page}: loads from the network {remote[:3]} (the book must read offline)")
         hrefs = browser.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
         for h in hrefs:
             if not h.startswith(base):

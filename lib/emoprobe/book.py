@@ -260,11 +260,29 @@ def external_assets(html_dir: Path) -> list[str]:
     return bad
 
 
+def jupyter_book_exe() -> str:
+    """The venv's jupyter-book (it has no ``python -m`` entry point)."""
+    exe = Path(sys.executable).parent / "jupyter-book"
+    return str(exe) if exe.exists() else "jupyter-book"
+
+
+def local_mathjax() -> None:
+    """Copy the MathJax that jupyter-server-mathjax ships into book/_static/mathjax (no CDN)."""
+    import shutil
+
+    import jupyter_server_mathjax
+
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dst = paths.root() / "book" / "_static" / "mathjax"
+    if not (dst / "MathJax.js").exists():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
 def build_html() -> tuple[int, float, Path]:
     root = paths.root()
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "jupyter_book", "build", str(root), "-W", "-n", "--keep-going"],
-                       cwd=root)
+    local_mathjax()
+    r = subprocess.run([jupyter_book_exe(), "build", str(root), "-W", "-n", "--keep-going"], cwd=root)
     html = root / "_build" / "html"
     rc = r.returncode
     if rc == 0:
