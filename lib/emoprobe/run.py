@@ -161,6 +161,13 @@ class _Engine:
         self.seed = seed
 
     def _call(self, fn, reqs: list) -> list[Answer]:
+        if len(reqs) > self.bs:  # a batch size learned from an earlier OOM applies to the rest as well
+            out, i = [], 0
+            while i < len(reqs):
+                n = self.bs
+                out += self._call(fn, reqs[i:i + n])
+                i += n
+            return out
         try:
             answers = fn(reqs)
         except Exception as e:  # noqa: BLE001 - OOM handled, everything else recorded per item
@@ -265,6 +272,7 @@ def _frame(items: list[_Item], rows: dict[str, dict]) -> pd.DataFrame:
     df = pd.DataFrame(out, columns=COLUMNS)
     for c in ("n_visual_tokens", "n_text_tokens", "n_frames"):
         df[c] = df[c].astype("Int64")
+    df["capped"] = df["capped"].map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
     df["cached"] = df["cached"].astype(bool)
     return df
 

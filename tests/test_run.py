@@ -1,0 +1,143 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emoprobe import run, store
+
+from run_helpers import FakeBackend, manifest
+
+SAMP = {"strategy": "count", "count": 4}
+
+
+@pytest.fixture
+def st(tmp_path):
+    s = store.RunStore(tmp_path / "runs.sqlite")
+    yield s
+    s.close()
+
+
+def test_classify_columns_caching_and_failed_decode(tmp_path, st):
+    man = manifest(tmp_path, n=5, broken=1)
+    b = FakeBackend()
+    df = run.classify(b, man, sampling=SAMP, store=st, batch_size=2, progress=False)
+    assert list(df.columns) == run.COLUMNS
+    assert df["clip_id"].tolist() == man["clip_id"].tolist()
+    ok = df[df.status == "ok"]
+    assert len(ok) == 5 and (ok["n_frames"] == 4).all() and (~df["cached"]).all()
+    assert ok["pred"].notna().all() and ok["raw"].tolist() == ok["pred"].tolist()
+    bad = df[df.clip_id == "bad0"].iloc[0]
+    assert bad["status"] == "failed" and "cannot prepare input" in bad["error"] and pd.isna(bad["pred"])
+    assert df.attrs["summary"] == {"n": 6, "ok": 5, "unparsed": 0, "failed": 1, "cached": 0}
+    assert sum(b.calls) == 5 and max(b.calls) <= 2
+
+    # second run: everything cached, no model call, identical answers
+    b2 = FakeBackend()
+    df2 = run.classify(b2, man, sampling=SAMP, store=st, batch_size=2, progress=False)
+    assert df2["cached"].all() and b2.calls == []
+    pd.testing.assert_frame_equal(df.drop(columns="cached"), df2.drop(columns="cached"))
+    # the failure is retried only when asked
+    b3 = FakeBackend()
+    df3 = run.classify(b3, man, sampling=SAMP, store=st, progress=False, retry_failed=True)
+    assert b3.calls == [] and df3.set_index("clip_id").loc["bad0", "cached"] == np.False_
+    assert df3.set_index("clip_id").loc["bad0", "status"] == "failed"
+    assert len(st) == 6  # no duplicates
+
+
+def test_keys_change_with_settings(tmp_path, st):
+    man = manifest(tmp_path, n=2)
+    base = run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False)["key"].tolist()
+    variants = [
+        dict(model=FakeBackend(tag="v2")),
+        dict(sampling={"strategy": "count", "count": 3}),
+        dict(prompt="json"),
+        dict(seed=1),
+        dict(shuffle_seed=0),
+        dict(score=True),
+        dict(labels=run._labels.MAFW[::-1]),
+    ]
+    seen = {tuple(base)}
+    for v in variants:
+        kw = dict(model=FakeBackend(), manifest=man, sampling=SAMP, store=st, progress=False)
+        kw.update(v)
+        keys = tuple(run.classify(**kw)["key"])
+        assert keys not in seen, v
+        seen.add(keys)
+    # editing the clip's content changes its key
+    man2 = man.copy()
+    man2["sha256"] = ["a" * 64, "b" * 64]
+    assert tuple(run.classify(FakeBackend(), man2, sampling=SAMP, store=st, progress=False)["key"]) not in seen
+
+
+def test_shuffle_records_order_and_scores(tmp_path, st):
+    man = manifest(tmp_path, n=2)
+    df = run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False, shuffle_seed=3, score=True)
+    extra = json.loads(df["extra"][0])
+    assert sorted(extra["order"]) == [0, 1, 2, 3] and extra["order"] != [0, 1, 2, 3]
+    scores = json.loads(df["scores"][0])
+    assert scores[df["pred"][0]] == 1.0
+    again = run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False, shuffle_seed=3, score=True)
+    assert again["cached"].all() and again["extra"].tolist() == df["extra"].tolist()
+
+
+def test_oom_halves_the_batch(tmp_path, st):
+    man = manifest(tmp_path, n=7)
+    b = FakeBackend(oom_above=2)
+    df = run.classify(b, man, sampling=SAMP, store=st, batch_size=8, progress=False)
+    assert (df.status == "ok").all()
+    assert b.calls == [7, 4, 2, 2, 2, 1]  # 7 -> 4 -> 2,2; the learned size 2 applies to the remaining 3
+    # OOM even at batch size 1 -> failed rows with the reason, the run goes on
+    b1 = FakeBackend(tag="oom", oom_above=0)
+    df1 = run.classify(b1, man, sampling=SAMP, store=st, batch_size=4, progress=False)
+    assert (df1.status == "failed").all() and df1["error"].str.contains("out of memory at batch size 1").all()
+
+
+def test_backend_exception_fails_the_batch_not_the_run(tmp_path, st):
+    class Broken(FakeBackend):
+        def classify(self, requests, score=False):
+            raise ValueError("model exploded")
+
+    man = manifest(tmp_path, n=3)
+    df = run.classify(Broken(tag="broken"), man, sampling=SAMP, store=st, progress=False)
+    assert (df.status == "failed").all() and df["error"].str.contains("model exploded").all()
+
+
+def test_shard_partition_and_run_frame(tmp_path, st):
+    man = manifest(tmp_path, n=6)
+    parts = [run.classify(FakeBackend(), man, sampling=SAMP, store=st, shard=f"{i}/3", progress=False)
+             for i in range(3)]
+    ids = sorted(sum((p["clip_id"].tolist() for p in parts), []))
+    assert ids == sorted(man["clip_id"])
+    names = {p.attrs["run"] for p in parts}
+    assert len(names) == 1  # shards of one experiment share the run name
+    assert len(st.to_frame(names.pop())) == 6
+
+
+def test_bad_input_errors(tmp_path, st):
+    man = manifest(tmp_path, n=2)
+    with pytest.raises(ValueError, match="duplicate clip_id"):
+        run.classify(FakeBackend(), pd.concat([man, man]), sampling=SAMP, store=st, progress=False)
+    with pytest.raises(ValueError, match="lacks column"):
+        run.classify(FakeBackend(), man.drop(columns="path"), sampling=SAMP, store=st, progress=False)
+    with pytest.raises(ValueError, match="shard"):
+        run.classify(FakeBackend(), man, sampling=SAMP, store=st, shard="3/2", progress=False)
+
+
+def test_describe_and_msce(tmp_path, st):
+    man = manifest(tmp_path, n=3, broken=1)
+    b = FakeBackend()
+    d = run.describe(b, man, sampling=SAMP, store=st, progress=False)
+    assert (d.status == "ok").sum() == 3 and d["raw"].str.startswith("motion over 4 frames").sum() == 3
+    # clips are 2 s at 10 fps: key_fps=1 -> 2 keyframes, 1 gap of m=4 frames
+    b = FakeBackend()
+    df = run.msce(b, man, key_fps=1, m=4, store=st, progress=False, batch_size=2)
+    assert df["status"].tolist() == ["ok", "ok", "ok", "failed"]
+    assert "cannot decode" in df["error"].iloc[3]
+    extra = json.loads(df["extra"][0])
+    assert len(extra["context"]) == 1 and extra["context"][0].startswith("motion over 4 frames")
+    assert extra["note"] == "T=2 ctx=1"
+    assert sum(b.describe_calls) == 3
+    b2 = FakeBackend()
+    again = run.msce(b2, man, key_fps=1, m=4, store=st, progress=False)
+    assert b2.calls == [] and b2.describe_calls == [] and again["cached"].iloc[:3].all()
