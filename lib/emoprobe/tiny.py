@@ -389,7 +389,7 @@ def build_qwen3_vl(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict |
                   temporal_patch_size=v["temporal_patch_size"], image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(**common),
-        video_processor=Qwen3VLVideoProcessor(**common, do_sample_frames=False),
+        video_processor=Qwen3VLVideoProcessor(**common, do_sample_frames=False, cap_pixels_per_frame=False),
         tokenizer=tok, chat_template=QWEN3_CHAT_TEMPLATE)
     model = _seeded_model(Qwen3VLForConditionalGeneration, config, seed)
     return _save(out_dir, model, processor, tok, "qwen3_vl",
