@@ -683,6 +683,13 @@ def _through(p0, mid, p1, n=7):
     return _bez(p0, c, p1, n)
 
 
+_TH40 = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+_COS40, _SIN40 = np.cos(_TH40), np.sin(_TH40)
+_JAW40 = np.where(_SIN40 > 0, 1.0 - 0.12 * _SIN40 ** 4, 1.0)
+_HAIR_ANG = np.linspace(np.pi * 1.05, np.pi * 1.95, 16)
+_BACK_ANG = np.linspace(np.pi, 2 * np.pi, 12)
+
+
 class _Face:
     """Canonical 2-D geometry (units of face half-width, y down) from identity + one frame of AUs."""
 
@@ -779,12 +786,8 @@ class _Face:
         # ---- chin & outline ----
         chin_y = self.b + 0.6 * jaw - 0.03 * A("AU17")
         g["chin"] = np.array([0.0, chin_y])
-        th = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-        ox = self.a * np.cos(th)
-        oy = self.b * np.sin(th)
-        lower = oy > 0
-        oy = np.where(lower, oy * (chin_y / self.b), oy)
-        ox = np.where(lower, ox * (1.0 - 0.12 * np.sin(th) ** 4), ox)   # narrower jaw
+        ox = self.a * _COS40 * _JAW40                                   # narrower jaw
+        oy = self.b * _SIN40 * np.where(_SIN40 > 0, chin_y / self.b, 1.0)
         g["outline"] = np.stack([ox, oy], 1)
         # ---- wrinkles / folds (strength 0..1) ----
         g["w_forehead"] = max(A("AU1"), A("AU2")) * 0.9
@@ -856,13 +859,14 @@ class _Canvas:
         self.total = 0
 
     def add(self, kind, pts, col=None, th=1, z=None, dz=0.0, **kw):
-        pts = np.asarray(pts, float).reshape(-1, 2)
+        if type(pts) is not np.ndarray or pts.ndim != 2:
+            pts = np.asarray(pts, float).reshape(-1, 2)
         n = len(pts)
         self.pts.append(pts)
         self.n.append(n)
         self.z.append(np.nan if z is None else z)
-        if np.ndim(dz):
-            self.dz_arrays.append((self.total, np.asarray(dz, float)))
+        if type(dz) is np.ndarray:
+            self.dz_arrays.append((self.total, dz))
             dz = 0.0
         self.dz.append(dz)
         self.cols.append((0.0, 0.0, 0.0) if col is None else col)
@@ -928,7 +932,7 @@ def _draw_frame(img, face: _Face, geo: dict, pose: "_Pose", ident: dict, shrug: 
 
     style = ident["hair_style"]
     if style == 1:        # long hair behind the head
-        ang = np.linspace(np.pi, 2 * np.pi, 12)
+        ang = _BACK_ANG
         top = np.stack([a * 1.12 * np.cos(ang), -b * 0.2 + b * 0.92 * np.sin(ang)], 1)
         C.add("poly", np.concatenate([top, [[a * 1.15, b * 0.9], [-a * 1.15, b * 0.9]]]), hair * 0.85, z=0.0)
     for sx in (-1, 1):
@@ -1019,7 +1023,7 @@ def _draw_frame(img, face: _Face, geo: dict, pose: "_Pose", ident: dict, shrug: 
     # front hair
     if style in (0, 1, 3, 4):
         hl = -b * (0.45 if style == 3 else 0.62)
-        ang = np.linspace(np.pi * 1.05, np.pi * 1.95, 16)
+        ang = _HAIR_ANG
         outer = np.stack([a * 1.04 * np.cos(ang), -b * 0.25 + b * 0.85 * np.sin(ang)], 1)
         inner = _through(outer[-1] + [-0.02, 0.05], np.array([0.0, hl]), outer[0] + [0.02, 0.05], 16)
         C.add("poly", np.concatenate([outer, inner]), hair, z=0.0)
@@ -1135,18 +1139,20 @@ def render_clip(label: str, rng: np.random.Generator, size: int = 112, fps: int 
                                                                       math.sin(nz["light_angle"]) * yy))
         gain *= 1.0 - 0.25 * (xx ** 2 + yy ** 2)
         bs = nz["blur_sigma"] * size / 112
-        if bs > 0.3:
-            for i in range(T):
-                cv2.GaussianBlur(frames[i], (0, 0), bs, dst=frames[i])
-        out = frames.astype(np.float32)
-        out *= gain[None, :, :, None]
-        if nz["noise_sigma"] > 0:      # sensor noise: OpenCV's generator, seeded from the clip's RNG
-            noise = np.empty((T * size, size), np.float32)    # luminance noise, same on the 3 channels
-            cv2.setRNGSeed(int(nz_rng.integers(0, 2**31 - 1)))
-            cv2.randn(noise, 0.0, float(nz["noise_sigma"]))
-            out += noise.reshape(T, size, size, 1)
-        np.clip(out, 0, 255, out=out)
-        frames = out.astype(np.uint8)
+        gain3 = np.repeat(gain[:, :, None], 3, axis=2).astype(np.float32)
+        sigma = float(nz["noise_sigma"])
+        noise = np.empty((size, size), np.float32)   # luminance noise, same on the 3 channels
+        cv2.setRNGSeed(int(nz_rng.integers(0, 2**31 - 1)))   # OpenCV's generator, seeded from the clip's RNG
+        for i in range(T):                                    # frame by frame: cache-friendly
+            f = frames[i]
+            if bs > 0.3:
+                cv2.GaussianBlur(f, (0, 0), bs, dst=f)
+            g = cv2.multiply(f, gain3, dtype=cv2.CV_32F)
+            if sigma > 0:
+                cv2.randn(noise, 0.0, sigma)
+                g += noise[:, :, None]
+            np.clip(g, 0, 255, out=g)
+            frames[i] = g
     gt = {
         "au": au.astype(np.float32), "au_emotion": tc["au_emotion"], "landmarks": lms, "box": boxes,
         "t": t.astype(np.float32), "head": tc["head"], "gaze": tc["gaze"], "shrug": tc["shrug"],
