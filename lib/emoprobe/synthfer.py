@@ -1327,6 +1327,11 @@ def read_manifest(path) -> "Any":
     return df
 
 
+def _source_hash() -> str:
+    """Hash of this module's source: any change to the generator invalidates cached datasets."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def dataset(label_set: str = "mafw", split: str = "test", size: int = 112, seed: int = 0,
             n_per_class: int | None = None, n_total: int | None = None, fps: int = 25,
             micro_share: float = 0.25, workers: int = 1):
@@ -1338,7 +1343,7 @@ def dataset(label_set: str = "mafw", split: str = "test", size: int = 112, seed:
 
     names = _labels.get(label_set)
     counts = class_counts(label_set, split, n_per_class, n_total)
-    params = {"version": GENERATOR_VERSION, "label_set": label_set.lower(), "split": split,
+    params = {"version": GENERATOR_VERSION, "code": _source_hash(), "label_set": label_set.lower(), "split": split,
               "size": _check_size(size), "fps": _check_fps(fps), "seed": _check_int("seed", seed, lo=0),
               "counts": [counts[k] for k in names], "micro_share": float(micro_share)}
     root = paths.generated() / "synthfer"
