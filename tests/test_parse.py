@@ -61,10 +61,13 @@ def test_synonyms_map_onto_dfew_forms(text, want, method):
     "The person is not happy.",                               # negated
     "他看起来不高兴",                                            # negated (Chinese)
     "Emotion Labels choices: anger, anxiety, contempt",       # prompt echo
-    '{"emotion": "confused"}',
     "anxiety" + " neutral",
 ])
-def test_ambiguous_or_empty_is_unparsed(text):
+def test_ambiguous_or_empty_is_unparsed(text, monkeypatch):
+    def boom(*a):
+        raise AssertionError("ambiguous answers must not reach the embedding fallback")
+
+    monkeypatch.setattr(parse, "similarities", boom)
     assert parse.parse_label(text, MAFW) == (None, "unparsed")
 
 
@@ -87,6 +90,7 @@ def test_embedding_fallback_paraphrase_and_unrelated():
     assert parse.parse_label("The video shows a man in a blue shirt standing in a kitchen.", MAFW) == \
         (None, "unparsed")
     assert parse.parse_label("I cannot determine that from the video.", MAFW) == (None, "unparsed")
+    assert parse.parse_label('{"emotion": "confused"}', MAFW) == (None, "unparsed")
     # threshold override: with an impossible threshold the paraphrase is not accepted
     assert parse.parse_label("The person looks joyful.", MAFW, embed_threshold=0.99) == (None, "unparsed")
     # Chinese text never goes to the English embedding model

@@ -68,9 +68,9 @@ def _free_cuda() -> None:
     import gc
     import sys
 
-    gc.collect()
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_initialized():  # is_available() can take seconds without a GPU
+        gc.collect()  # drop tensors held by the exception's frames before returning cached blocks
         torch.cuda.empty_cache()
 
 
