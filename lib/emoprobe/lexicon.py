@@ -102,6 +102,13 @@ def frequencies(labels: Sequence[str], lang: str = "en", source: str | os.PathLi
     if source == "wordfreq":
         import wordfreq  # jieba is imported lazily by wordfreq for 'zh'
 
+        if lang == "zh":  # jieba logs its dictionary loading to stderr (DEBUG level set on import): silence it
+            import logging
+
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)
+
         vals = {l: wordfreq.word_frequency(t, lang, wordlist=wordlist) for l, t in terms.items()}
         tokens = {l: wordfreq.tokenize(t, lang) for l, t in terms.items()}
         s = pd.Series(vals, dtype=float, name=f"wordfreq_{lang}")
