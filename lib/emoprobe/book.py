@@ -330,14 +330,22 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     return 1 if failed else rc
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m emoprobe.book", description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--profile", default=os.environ.get("PROFILE", "default"), choices=config.PROFILES)
     ap.add_argument("--only", nargs="*", help="chapter stems to execute (default: all)")
     ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
     ap.add_argument("--no-html", action="store_true", help="execute only, do not render")
-    a = ap.parse_args(argv)
+
+
+def cli(a: argparse.Namespace) -> int:
+    """Execute the chapters under a profile and render the book."""
     return run(a.profile, a.only, a.force, not a.no_html)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m emoprobe.book", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return cli(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

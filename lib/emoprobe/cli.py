@@ -258,6 +258,7 @@ COMMANDS: dict[str, tuple[Callable | str, Callable | str]] = {
     "run": (add_run_arguments, cmd_run),
     "report": (add_report_arguments, cmd_report),
     "merge": (add_merge_arguments, cmd_merge),
+    "book": ("emoprobe.book:add_arguments", "emoprobe.book:cli"),
 }
 
 

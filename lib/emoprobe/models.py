@@ -104,6 +104,8 @@ def load(spec: dict | str) -> Backend:
     spec = resolve(spec)
     kind = spec.get("backend", "hf")
     if kind not in BACKENDS:
-        raise ModelError(f"unknown backend {kind!r} in model spec {spec!r}; known: {sorted(BACKENDS)}")
+        from .store import redact
+
+        raise ModelError(f"unknown backend {kind!r} in model spec {redact(spec)!r}; known: {sorted(BACKENDS)}")
     mod, cls = BACKENDS[kind].split(":")
     return getattr(importlib.import_module(mod), cls)(spec)
