@@ -1,0 +1,866 @@
+"""Training the embedded default models on SynthFER: MicroVLM (+ its uniform-word control), the vision-only
+temporal classifier (+ its decoupled balanced re-training) and balanced LoRA fine-tuning.
+
+``python -m emoprobe.train --all --seed 0`` retrains everything into ``data/models/`` (``--only NAME``,
+``--steps-scale 0.01`` for a smoke run). Every recipe constant below was fixed *before* looking at any chapter
+result; none of them is a function of an experiment's outcome (no shuffled-vs-ordered contrasts, no per-fps
+choices). See each model's README.md for what was measured.
+
+Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``synthfer.dataset("mafw",
+"train")``, long-tailed with MAFW's class proportions, 3000 clips):
+
+* **Validation slice** (:func:`splits`): 5 clips per class of the train split, never trained on; all choices
+  (and the in-training curves) use it. The balanced test split is never touched here.
+* **vision3d**: :class:`emoprobe.vision.Tiny2p1D` trained with plain cross-entropy on the rest of the long-tailed
+  train split, sampled in its natural (imbalanced) proportions, like the paper's fine-tuning of MAE-DFER/HiCMAE on
+  MAFW's train split. Inputs: 16 frames, face-region centre crop resized to 48 px; augmentation: temporal jitter
+  (one of two neighbouring frames of a 32-frame uniform grid), horizontal flip, brightness/contrast jitter, +-3 px
+  translation.
+* **vision3d-balanced**: cRT (Kang et al., ICLR 2020): features frozen (BN in eval mode), the linear classifier
+  re-initialised and re-trained with a class-balanced sampler (class uniformly, then a clip of that class).
+* **microvlm**: a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
+  vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 1,
+  pretraining: a class-balanced pool (:data:`POOL_PER_CLASS` clips per class of the train split) paired with
+  captions (:func:`emoprobe.captions.caption`) whose emotion word appears with ``word_probs(mode="lexical")``;
+  LM loss on the caption tokens only. Stage 2, instruction tuning on a small mixed set fixed a priori:
+  classification with ``prompts.render("paper", MAFW)`` on :data:`CLS_PER_CLASS` clips per class (answer = the
+  label), motion description of MSCE gap groups (``sampling.keyframes_gaps(key_fps=1, m=4)``, target =
+  ``captions.motion_summary`` of that gap) and captions (so captioning is not forgotten), mixed
+  :data:`INSTRUCT_MIX`. Frames per example: one of :data:`FRAME_MENU` (by count or a fixed fps), at most 16.
+* **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
+  draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
+* **microvlm-lora-balanced**: :func:`lora_balanced` on microvlm with :data:`LORA_PER_CLASS` clips per class of
+  the (non-validation) train split.
+
+Video timing convention (also used by the HF backend, see :func:`video_metadata`): each video is passed to the
+Qwen processor with metadata whose sampled frame rate is estimated from the frames' timestamps,
+``(T - 1) / (max(t) - min(t))`` (1 frame or zero span: 1.0 fps), so the model's time positions follow real
+seconds, as in Qwen2.5-VL.
+
+Determinism: all randomness comes from numpy Generators and ``torch.manual_seed`` derived from ``seed``; data
+order, frame draws and caption draws never depend on the word-probability mode. CPU float arithmetic depends
+on the thread count: training uses ``torch.set_num_threads(threads)`` (default 1), and results are bit-identical
+for the same seed and thread count on the same machine; other thread counts give slightly different weights.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import labels as _labels
+from . import paths, prompts
+
+LABELS = list(_labels.MAFW)
+VAL_PER_CLASS = 5
+
+# ---- vision recipe ----
+VISION_STEPS = 1200
+VISION_BATCH = 32
+VISION_LR = 2e-3
+VISION_WD = 0.05
+VISION_STORE = 32          # frames kept per clip in the training cache (uniform grid); 16 are drawn from them
+CRT_STEPS = 1000
+CRT_BATCH = 64
+CRT_LR = 5e-3
+
+# ---- MicroVLM recipe ----
+VOCAB = 2048
+MICRO_TEXT = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
+                  intermediate_size=576)
+MICRO_VISION = dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384)
+IMAGE_SIZE = 112
+POOL_PER_CLASS = 60        # class-balanced pretraining pool (660 clips)
+CLS_PER_CLASS = 30         # classification instruction examples per class (330 clips, a subset of the pool)
+PRETRAIN_STEPS = 700
+INSTRUCT_STEPS = 500
+MICRO_BATCH = 8
+MICRO_LR = 1.5e-3
+INSTRUCT_LR = 1e-3
+INSTRUCT_MIX = {"classify": 0.5, "motion": 0.375, "caption": 0.125}
+FRAME_MENU = (("count", 4), ("count", 8), ("count", 16), ("fps", 2.0), ("fps", 4.0))
+MAX_FRAMES = 16
+CAPTION_PROMPT = "Describe the video."
+MICRO_EVAL_PER_CLASS = VAL_PER_CLASS
+
+# ---- LoRA recipe ----
+LORA_PER_CLASS = 40
+LORA_STEPS = 150
+LORA_LR = 1e-3
+LORA_R = 8
+LORA_ALPHA = 16
+LORA_BATCH = 8
+
+MODEL_NAMES = ("vision3d", "microvlm", "microvlm-uniform", "lora")
+
+
+class TrainError(RuntimeError):
+    """Training could not run (the message names the input and the reason)."""
+
+
+# ============================================================================================================
+# Shared helpers
+# ============================================================================================================
+
+
+def _log(msg: str) -> None:
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng(seed: int, *tags) -> np.random.Generator:
+    """An independent generator for (seed, tags...): streams never depend on each other."""
+    h = hashlib.sha256(json.dumps([int(seed), *map(str, tags)]).encode()).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+def _check_manifest(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    need = {"clip_id", "path", "label"}
+    if not isinstance(df, pd.DataFrame):
+        raise TrainError(f"{what}: expected a manifest DataFrame, got {type(df).__name__}")
+    miss = need - set(df.columns)
+    if miss:
+        raise TrainError(f"{what}: manifest lacks columns {sorted(miss)}")
+    if df.empty:
+        raise TrainError(f"{what}: manifest is empty")
+    bad = sorted(set(df["label"]) - set(LABELS))
+    if bad:
+        raise TrainError(f"{what}: labels {bad} are not MAFW labels {LABELS}")
+    return df
+
+
+def per_class(df: pd.DataFrame, n: int, seed: int, tag: str, labels=None) -> pd.DataFrame:
+    """``n`` clips of every label (seeded, independent of row order); raises naming the short classes."""
+    labels = list(labels or LABELS)
+    d = df.sort_values("clip_id", kind="stable").reset_index(drop=True)
+    counts = d["label"].value_counts()
+    short = [f"{c} ({int(counts.get(c, 0))})" for c in labels if counts.get(c, 0) < n]
+    if short:
+        raise TrainError(f"{tag}: need {n} clips per class; too few in " + ", ".join(short))
+    rng = _rng(seed, "per_class", tag)
+    rows = []
+    for c in labels:
+        idx = np.flatnonzero(d["label"].to_numpy() == c)
+        rows.extend(idx[rng.permutation(len(idx))[:n]])
+    return d.iloc[sorted(rows)].reset_index(drop=True)
+
+
+def splits(seed: int = 0, train_df: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train_rest, val): the validation slice is VAL_PER_CLASS clips per class of the train split."""
+    if train_df is None:
+        from . import synthfer
+
+        train_df = synthfer.dataset("mafw", "train", seed=seed, workers=max(1, min(2, os.cpu_count() or 1)))
+    train_df = _check_manifest(train_df, "train split")
+    val = per_class(train_df, VAL_PER_CLASS, seed, "val")
+    rest = train_df[~train_df["clip_id"].isin(set(val["clip_id"]))].sort_values("clip_id").reset_index(drop=True)
+    return rest, val
+
+
+class _GT:
+    """Small cache of SynthFER ground truth by clip_id."""
+
+    def __init__(self):
+        self._d = {}
+
+    def __call__(self, row):
+        k = row["clip_id"]
+        if k not in self._d:
+            from . import synthfer
+
+            self._d[k] = synthfer.load_gt(row)
+        return self._d[k]
+
+
+def _macro_f1(y_true, y_pred, n_classes: int) -> float:
+    f1s = []
+    for c in range(n_classes):
+        tp = sum(1 for a, b in zip(y_true, y_pred) if a == c and b == c)
+        fp = sum(1 for a, b in zip(y_true, y_pred) if a != c and b == c)
+        fn = sum(1 for a, b in zip(y_true, y_pred) if a == c and b != c)
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+class _CsvLog:
+    FIELDS = ["model", "stage", "step", "loss", "lr", "val_loss", "val_acc", "val_macro_f1", "val_in_labels",
+              "elapsed_s"]
+
+    def __init__(self, path: Path, append: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not (append and self.path.exists())
+        self.f = open(self.path, "w" if new else "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS, lineterminator="\n")
+        if new:
+            self.w.writeheader()
+
+    def row(self, **kw):
+        self.w.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in kw.items()})
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+
+
+def _cosine(step: int, total: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+# ============================================================================================================
+# Vision-only classifier
+# ============================================================================================================
+
+
+def vision_cache(df: pd.DataFrame, cfg: dict, n_store: int = VISION_STORE) -> np.ndarray:
+    """(N, n_store, size, size, 3) uint8: ``n_store`` uniformly chosen frames of each clip, cropped and resized
+    exactly as the backend does (``vision.crop_resize``). Cached on disk under ``paths.cache()/train`` by clip
+    ids, sha256 and the preprocessing settings."""
+    from . import sampling, vision
+
+    size, crop = int(cfg["size"]), cfg.get("crop")
+    key = hashlib.sha256(json.dumps([list(df["clip_id"]), list(df["sha256"] if "sha256" in df else df["path"]),
+                                     n_store, size, crop]).encode()).hexdigest()[:16]
+    f = paths.cache() / "train" / f"vision_{key}.npy"
+    if f.exists():
+        return np.load(f)
+    out = np.zeros((len(df), n_store, size, size, 3), np.uint8)
+    t0 = time.time()
+    for i, path in enumerate(df["path"]):
+        fr = sampling.sample(path, strategy="count", count=n_store).frames
+        if len(fr) < n_store:   # short clip: repeat frames by uniform index selection
+            fr = fr[vision.uniform_indices(len(fr), n_store)]
+        x = vision.crop_resize(fr, size, crop) * 255.0
+        out[i] = x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        if (i + 1) % 500 == 0:
+            _log(f"vision cache: {i + 1}/{len(df)} clips decoded ({time.time() - t0:.0f} s)")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, out)
+    os.replace(tmp, f)
+    return out
+
+
+def _vision_batch(cache: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None, cfg: dict,
+                  n_frames: int = 16) -> torch.Tensor:
+    """Normalised (B, 3, T, H, W). rng=None: no augmentation (frames 1, 3, 5, ... of the 32-frame grid)."""
+    step = cache.shape[1] // n_frames
+    xs = []
+    for i in idx:
+        if rng is None:
+            fi = np.arange(n_frames) * step + step // 2
+        else:
+            fi = np.arange(n_frames) * step + rng.integers(0, step, n_frames)
+        x = torch.from_numpy(cache[i][fi]).float() / 255.0           # (T, H, W, 3)
+        if rng is not None:
+            if rng.random() < 0.5:
+                x = x.flip(2)
+            c = float(rng.uniform(0.75, 1.25))
+            b = float(rng.uniform(-0.1, 0.1))
+            x = ((x - 0.5) * c + 0.5 + b).clamp(0, 1)
+            dx, dy = (int(v) for v in rng.integers(-3, 4, 2))
+            x = torch.roll(x, shifts=(dy, dx), dims=(1, 2))
+        xs.append(x)
+    x = torch.stack(xs)                                               # (B, T, H, W, 3)
+    m = torch.tensor(cfg["mean"]).view(1, 1, 1, 1, 3)
+    s = torch.tensor(cfg["std"]).view(1, 1, 1, 1, 3)
+    return ((x - m) / s).permute(0, 4, 1, 2, 3).contiguous()
+
+
+def _vision_eval(model, cache, y, cfg) -> dict:
+    model.eval()
+    preds, losses = [], []
+    with torch.no_grad():
+        for i in range(0, len(y), 64):
+            idx = np.arange(i, min(i + 64, len(y)))
+            logits = model(_vision_batch(cache, idx, None, cfg))
+            losses.append(F.cross_entropy(logits, torch.as_tensor(y[idx]), reduction="sum").item())
+            preds.extend(logits.argmax(1).tolist())
+    return {"val_loss": sum(losses) / len(y), "val_acc": float(np.mean(np.asarray(preds) == y)),
+            "val_macro_f1": _macro_f1(list(y), preds, len(LABELS)), "preds": preds}
+
+
+def train_vision(train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir, *, seed: int = 0,
+                 steps: int = VISION_STEPS, crt_steps: int = CRT_STEPS, balanced_out=None,
+                 eval_every: int = 250) -> dict:
+    """Train vision3d (plain CE, natural long-tailed sampling) then cRT into ``balanced_out``."""
+    from . import vision
+
+    _check_manifest(train_df, "vision train")
+    _check_manifest(val_df, "vision val")
+    set_seed(seed)
+    cfg = dict(vision.DEFAULT_CONFIG, labels=LABELS)
+    t_start = time.time()
+    _log(f"vision3d: caching frames of {len(train_df)} train + {len(val_df)} val clips")
+    Xtr, Xva = vision_cache(train_df, cfg), vision_cache(val_df, cfg)
+    ytr = np.array([LABELS.index(l) for l in train_df["label"]])
+    yva = np.array([LABELS.index(l) for l in val_df["label"]])
+    model = vision.build(cfg, len(LABELS))
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=VISION_LR, weight_decay=VISION_WD)
+    rng = _rng(seed, "vision")
+    out_dir = Path(out_dir)
+    log = _CsvLog(out_dir / "train_log.csv")
+    order, pos = rng.permutation(len(ytr)), 0
+    run_loss = []
+    for step in range(steps):
+        if pos + VISION_BATCH > len(order):
+            order, pos = rng.permutation(len(ytr)), 0
+        idx = order[pos:pos + VISION_BATCH]
+        pos += VISION_BATCH
+        lr = _cosine(step, steps, VISION_LR, max(1, steps // 20))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        loss = F.cross_entropy(model(_vision_batch(Xtr, idx, rng, cfg)), torch.as_tensor(ytr[idx]))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        run_loss.append(loss.item())
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            ev = _vision_eval(model, Xva, yva, cfg)
+            log.row(model="vision3d", stage="ce", step=step + 1, loss=float(np.mean(run_loss)), lr=lr,
+                    val_loss=ev["val_loss"], val_acc=ev["val_acc"], val_macro_f1=ev["val_macro_f1"],
+                    elapsed_s=time.time() - t_start)
+            _log(f"vision3d step {step + 1}/{steps} loss {np.mean(run_loss):.3f} val acc {ev['val_acc']:.3f} "
+                 f"macro-F1 {ev['val_macro_f1']:.3f}")
+            run_loss = []
+    log.close()
+    ev = _vision_eval(model, Xva, yva, cfg)
+    meta = {"n_params": n_params, "steps": steps, "seed": seed, "wall_s": time.time() - t_start,
+            "train_clips": len(train_df), "val": {k: v for k, v in ev.items() if k != "preds"},
+            "train_class_counts": train_df["label"].value_counts().reindex(LABELS, fill_value=0).astype(int).tolist()}
+    vision.save(model, dict(cfg, training=dict(meta, recipe="plain cross-entropy, natural long-tailed sampling")),
+                out_dir)
+    result = {"vision3d": meta}
+    if balanced_out is not None:
+        result["vision3d-balanced"] = crt(model, cfg, Xtr, ytr, Xva, yva, balanced_out, seed=seed, steps=crt_steps,
+                                          base_meta=meta)
+    return result
+
+
+def crt(model, cfg, Xtr, ytr, Xva, yva, out_dir, *, seed: int = 0, steps: int = CRT_STEPS,
+        base_meta: dict | None = None) -> dict:
+    """Classifier re-training (cRT): frozen features, re-initialised linear head, class-balanced sampling.
+
+    Features are computed once per clip for two views (as stored, and horizontally flipped; no other
+    augmentation) with BN in eval mode; the head is trained on them."""
+    from . import vision
+
+    t_start = time.time()
+    set_seed(seed + 1)
+    model.eval()
+    feats = []
+    with torch.no_grad():
+        for flip in (False, True):
+            fs = []
+            for i in range(0, len(ytr), 64):
+                x = _vision_batch(Xtr, np.arange(i, min(i + 64, len(ytr))), None, cfg)
+                fs.append(model.embed(x.flip(-1) if flip else x))
+            feats.append(torch.cat(fs))
+    feats = torch.stack(feats, 1)                                     # (N, 2, D)
+    head = torch.nn.Linear(feats.shape[-1], len(LABELS))
+    opt = torch.optim.AdamW(head.parameters(), lr=CRT_LR, weight_decay=1e-4)
+    rng = _rng(seed, "crt")
+    by_class = [np.flatnonzero(ytr == c) for c in range(len(LABELS))]
+    empty = [LABELS[c] for c, b in enumerate(by_class) if len(b) == 0]
+    if empty:
+        raise TrainError(f"cRT needs training clips of every class; none of {empty}")
+    out_dir = Path(out_dir)
+    log = _CsvLog(out_dir / "train_log.csv")
+    run = []
+    for step in range(steps):
+        cls = rng.integers(0, len(LABELS), CRT_BATCH)
+        idx = np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls])
+        view = rng.integers(0, 2, CRT_BATCH)
+        lr = _cosine(step, steps, CRT_LR, max(1, steps // 20))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = F.cross_entropy(head(F.dropout(feats[idx, view], cfg.get("dropout", 0.0))), torch.as_tensor(cls))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.append(loss.item())
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            model.classifier.load_state_dict(head.state_dict())
+            ev = _vision_eval(model, Xva, yva, cfg)
+            log.row(model="vision3d-balanced", stage="crt", step=step + 1, loss=float(np.mean(run)), lr=lr,
+                    val_loss=ev["val_loss"], val_acc=ev["val_acc"], val_macro_f1=ev["val_macro_f1"],
+                    elapsed_s=time.time() - t_start)
+            run = []
+    log.close()
+    model.classifier.load_state_dict(head.state_dict())
+    ev = _vision_eval(model, Xva, yva, cfg)
+    _log(f"vision3d-balanced (cRT) val acc {ev['val_acc']:.3f} macro-F1 {ev['val_macro_f1']:.3f}")
+    meta = {"steps": steps, "seed": seed, "wall_s": time.time() - t_start, "base": base_meta,
+            "val": {k: v for k, v in ev.items() if k != "preds"}}
+    vision.save(model, dict(cfg, training=dict(meta, recipe="cRT: frozen features, class-balanced sampler")),
+                out_dir)
+    return meta
+
+
+# ============================================================================================================
+# MicroVLM
+# ============================================================================================================
+
+
+def video_fps(t) -> float:
+    """Sampled frame rate from timestamps: (T-1) / (max(t) - min(t)); 1.0 for one frame or a zero span.
+    Order-free, so shuffled frames get the same rate as ordered ones."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.size < 2:
+        return 1.0
+    span = float(t.max() - t.min())
+    return (t.size - 1) / span if span > 0 else 1.0
+
+
+def video_metadata(frames: np.ndarray, t) -> "object":
+    """transformers ``VideoMetadata`` for already-sampled frames (the Qwen processor derives time positions
+    from ``sampled_fps``): the HF backend and training use this same convention."""
+    from transformers.video_utils import VideoMetadata
+
+    n = int(len(frames))
+    return VideoMetadata(total_num_frames=n, fps=video_fps(t), frames_indices=list(range(n)),
+                         height=int(frames.shape[1]), width=int(frames.shape[2]))
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    """The user turn (one video, then the text) + the assistant header, through the model's chat template."""
+    msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+@dataclass
+class Example:
+    frames: np.ndarray
+    t: np.ndarray
+    prompt: str
+    answer: str
+    task: str = ""
+
+
+def make_batch(processor, examples: list[Example]) -> dict:
+    """Tokenised batch (left padded) with ``labels`` = -100 except the answer tokens and the end-of-turn token."""
+    tok = processor.tokenizer
+    eot = tok.eos_token or "<|im_end|>"
+    texts = [chat_prompt(processor, e.prompt) + e.answer + eot for e in examples]
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = processor(text=texts, videos=[e.frames for e in examples],
+                        video_metadata=[video_metadata(e.frames, e.t) for e in examples],
+                        return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = old_side
+    ids = enc["input_ids"]
+    labels = torch.full_like(ids, -100)
+    for i, e in enumerate(examples):
+        ans = tok(e.answer + eot, add_special_tokens=False)["input_ids"]
+        n = len(ans)
+        if ids[i, -n:].tolist() != ans:
+            raise TrainError(f"answer {e.answer!r} does not tokenise identically at the end of its prompt")
+        labels[i, -n:] = ids[i, -n:]
+    enc["labels"] = labels
+    return dict(enc)
+
+
+def _frames_for(path: str, choice) -> tuple[np.ndarray, np.ndarray]:
+    from . import sampling
+
+    strategy, v = choice
+    kw = {"count": int(v)} if strategy == "count" else {"fps": float(v)}
+    fr = sampling.sample(path, strategy=strategy, max_frames=MAX_FRAMES, **kw)
+    return fr.frames, fr.t
+
+
+def tokenizer_corpus(pool: pd.DataFrame, gt: _GT, seed: int) -> list[str]:
+    """The BPE training corpus: identical for both word-probability modes (every emotion word included with
+    probability 1), plus every prompt and motion summary form the models will meet."""
+    from . import captions, tiny
+
+    allp = {l: 1.0 for l in LABELS}
+    lines = list(tiny.default_corpus())
+    rng = _rng(seed, "tokenizer-corpus")
+    for _, row in pool.iterrows():
+        g = gt(row)
+        lines.append(captions.caption(row, g, rng, allp))
+        d = float(row["duration_s"])
+        for a in np.arange(0.0, d - 1.0, 1.0):
+            lines.append(captions.motion_summary(g, a, a + 1.0))
+    lines += [prompts.render("paper", LABELS), prompts.DESCRIBE["motion"], CAPTION_PROMPT] * 20
+    lines += [l for l in LABELS] * 20
+    return lines
+
+
+def build_microvlm(out_dir, pool: pd.DataFrame, gt: _GT, seed: int) -> Path:
+    from . import tiny
+
+    corpus = tokenizer_corpus(pool, gt, seed)
+    return tiny.build_qwen2_5_vl(out_dir, corpus=corpus, vocab_size=VOCAB, text=MICRO_TEXT, vision=MICRO_VISION,
+                                 image_size=IMAGE_SIZE, seed=seed)
+
+
+class _MicroData:
+    """All examples of the MicroVLM recipe; every draw is a function of (seed, stage, step, slot) only."""
+
+    def __init__(self, pool: pd.DataFrame, cls_set: pd.DataFrame, gt: _GT, seed: int, word_p: dict):
+        self.pool, self.cls_set, self.gt, self.seed, self.word_p = pool, cls_set, gt, seed, word_p
+        self.cls_prompt = prompts.render("paper", LABELS)
+        self._gaps = {}
+
+    def _row(self, df, rng):
+        return df.iloc[int(rng.integers(len(df)))]
+
+    def caption_example(self, rng) -> Example:
+        from . import captions
+
+        row = self._row(self.pool, rng)
+        choice = FRAME_MENU[int(rng.integers(len(FRAME_MENU)))]
+        text = captions.caption(row, self.gt(row), rng, self.word_p)
+        fr, t = _frames_for(row["path"], choice)
+        return Example(fr, t, CAPTION_PROMPT, text, "caption")
+
+    def classify_example(self, rng) -> Example:
+        row = self._row(self.cls_set, rng)
+        choice = FRAME_MENU[int(rng.integers(len(FRAME_MENU)))]
+        fr, t = _frames_for(row["path"], choice)
+        return Example(fr, t, self.cls_prompt, row["label"], "classify")
+
+    def motion_example(self, rng) -> Example:
+        from . import captions, sampling
+
+        row = self._row(self.pool, rng)
+        if row["clip_id"] not in self._gaps:
+            keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
+            self._gaps[row["clip_id"]] = (keys.t.copy(), [(g.frames, g.t) for g in gaps])
+        kt, gaps = self._gaps[row["clip_id"]]
+        j = int(rng.integers(len(gaps)))
+        fr, t = gaps[j]
+        text = captions.motion_summary(self.gt(row), float(kt[j]), float(kt[j + 1]))
+        return Example(fr, t, prompts.DESCRIBE["motion"], text, "motion")
+
+    def batch(self, stage: str, step: int, size: int) -> list[Example]:
+        out = []
+        for slot in range(size):
+            rng = _rng(self.seed, "micro", stage, step, slot)
+            if stage == "pretrain":
+                out.append(self.caption_example(rng))
+            else:
+                u = rng.random()
+                if u < INSTRUCT_MIX["classify"]:
+                    out.append(self.classify_example(rng))
+                elif u < INSTRUCT_MIX["classify"] + INSTRUCT_MIX["motion"]:
+                    out.append(self.motion_example(rng))
+                else:
+                    out.append(self.caption_example(rng))
+        return out
+
+
+def generate_answers(model, processor, examples: list[Example], max_new_tokens: int = 8) -> list[str]:
+    tok = processor.tokenizer
+    texts = [chat_prompt(processor, e.prompt) for e in examples]
+    old = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = processor(text=texts, videos=[e.frames for e in examples],
+                        video_metadata=[video_metadata(e.frames, e.t) for e in examples],
+                        return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = old
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return [s.strip() for s in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+
+
+def micro_eval(model, processor, val_df: pd.DataFrame, choice=("count", 8), batch: int = 8) -> dict:
+    """Greedy answers on the validation slice with the paper prompt: accuracy, macro-F1, in-label rate."""
+    prompt = prompts.render("paper", LABELS)
+    preds, truth = [], []
+    for i in range(0, len(val_df), batch):
+        rows = val_df.iloc[i:i + batch]
+        ex = []
+        for _, r in rows.iterrows():
+            fr, t = _frames_for(r["path"], choice)
+            ex.append(Example(fr, t, prompt, ""))
+        preds += generate_answers(model, processor, ex)
+        truth += list(rows["label"])
+    inl = [p in LABELS for p in preds]
+    yp = [LABELS.index(p) if p in LABELS else -1 for p in preds]
+    yt = [LABELS.index(l) for l in truth]
+    return {"val_acc": float(np.mean(np.asarray(yp) == np.asarray(yt))), "val_macro_f1": _macro_f1(yt, yp, len(LABELS)),
+            "val_in_labels": float(np.mean(inl)), "preds": preds}
+
+
+def _save_hf(model, processor, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+
+
+def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
+                   instruct_steps: int = INSTRUCT_STEPS, train_df: pd.DataFrame | None = None,
+                   val_df: pd.DataFrame | None = None, eval_every: int = 250) -> dict:
+    """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions)."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from . import captions
+
+    if train_df is None or val_df is None:
+        train_df, val_df = splits(seed)
+    _check_manifest(train_df, "microvlm train")
+    name = "microvlm" if mode == "lexical" else f"microvlm-{mode}"
+    word_p = captions.word_probs(LABELS, mode=mode)
+    t_start = time.time()
+    pool = per_class(train_df, POOL_PER_CLASS, seed, "pool")
+    cls_set = per_class(pool, CLS_PER_CLASS, seed, "cls")
+    gt = _GT()
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    _log(f"{name}: building tokenizer + model (seed {seed})")
+    build_microvlm(out_dir, pool, gt, seed)
+    (out_dir / "tiny_build.json").unlink(missing_ok=True)   # random-init card; the README replaces it
+    set_seed(seed)
+    processor = AutoProcessor.from_pretrained(out_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    data = _MicroData(pool, cls_set, gt, seed, word_p)
+    log = _CsvLog(out_dir / "train_log.csv")
+    history = []
+    for stage, steps, lr0 in (("pretrain", pretrain_steps, MICRO_LR), ("instruct", instruct_steps, INSTRUCT_LR)):
+        opt = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
+        run = []
+        for step in range(steps):
+            lr = _cosine(step, steps, lr0, max(1, min(50, steps // 10)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            model.train()
+            batch = make_batch(processor, data.batch(stage, step, MICRO_BATCH))
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise TrainError(f"{name}: non-finite loss at {stage} step {step}")
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            run.append(loss.item())
+            last = step + 1 == steps
+            if (step + 1) % 25 == 0 or last:
+                row = dict(model=name, stage=stage, step=step + 1, loss=float(np.mean(run)), lr=lr,
+                           elapsed_s=time.time() - t_start)
+                if stage == "instruct" and ((step + 1) % eval_every == 0 or last):
+                    ev = micro_eval(model, processor, val_df)
+                    row.update(val_acc=ev["val_acc"], val_macro_f1=ev["val_macro_f1"], val_in_labels=ev["val_in_labels"])
+                log.row(**row)
+                history.append(row)
+                _log(f"{name} {stage} {step + 1}/{steps} loss {np.mean(run):.3f}"
+                     + (f" val acc {row['val_acc']:.3f} F1 {row['val_macro_f1']:.3f} in-labels "
+                        f"{row['val_in_labels']:.2f}" if "val_acc" in row else "")
+                     + f" ({time.time() - t_start:.0f} s)")
+                run = []
+    log.close()
+    model.eval()
+    _save_hf(model, processor, out_dir)
+    meta = {"name": name, "mode": mode, "word_probs": word_p, "n_params": n_params, "seed": seed,
+            "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
+            "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
+            "threads": torch.get_num_threads()}
+    (out_dir / "training.json").write_text(json.dumps(meta, indent=1, default=float) + "\n")
+    return meta
+
+
+# ============================================================================================================
+# Balanced LoRA fine-tuning
+# ============================================================================================================
+
+
+def lora_targets(model) -> list[str]:
+    """Leaf names of the language model's linear layers: ``q_proj``/``v_proj`` when present, else all of them
+    (never the LM head or vision tower)."""
+    lm = None
+    for attr in ("language_model",):
+        lm = getattr(getattr(model, "model", model), attr, None) or getattr(model, attr, None)
+    if lm is None and hasattr(model, "get_decoder"):
+        lm = model.get_decoder()
+    if lm is None:
+        raise TrainError(f"{type(model).__name__}: cannot find the language model to place LoRA adapters in")
+    leaves = sorted({n.split(".")[-1] for n, m in lm.named_modules() if isinstance(m, torch.nn.Linear)})
+    if not leaves:
+        raise TrainError(f"{type(model).__name__}: its language model has no linear layers")
+    if {"q_proj", "v_proj"} <= set(leaves):
+        return ["q_proj", "v_proj"]
+    return [l for l in leaves if l != "lm_head"]
+
+
+def lora_balanced(model_path, manifest: pd.DataFrame, n_per_class: int, out_dir, steps: int = LORA_STEPS,
+                  lr: float = LORA_LR, seed: int = 0, device: str = "auto", *, r: int = LORA_R,
+                  alpha: int = LORA_ALPHA, batch_size: int = LORA_BATCH, labels=None,
+                  frame_choice=("count", 8), merge: str | bool = "auto") -> dict:
+    """LoRA fine-tuning on a class-balanced subset (``n_per_class`` per class) with the paper prompt.
+
+    Works for any HF VLM with a chat template (MicroVLM on CPU, a 7B VLM on a GPU). Saves the adapter
+    (``adapter/``: adapter_config.json + adapter_model.safetensors) and, when ``merge`` (auto: models under
+    100 M parameters), a merged ordinary checkpoint + processor in ``out_dir`` that the HF backend loads by path.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    labels = list(labels or LABELS)
+    manifest = _check_manifest(manifest, "lora manifest") if labels == LABELS else manifest
+    mp = Path(model_path)
+    if not mp.exists() and not str(model_path).count("/") == 1:
+        raise TrainError(f"lora_balanced: model {model_path} not found")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    set_seed(seed)
+    t_start = time.time()
+    subset = per_class(manifest, n_per_class, seed, "lora", labels)
+    processor = AutoProcessor.from_pretrained(model_path)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(device)
+    n_base = sum(p.numel() for p in model.parameters())
+    targets = lora_targets(model)
+    pattern = r".*language_model.*\.(" + "|".join(targets) + r")$"
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.05, target_modules=pattern, bias="none")
+    model = get_peft_model(model, cfg)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    prompt = prompts.render("paper", labels)
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    log = _CsvLog(out_dir / "train_log.csv")
+    frames_cache = {}
+    run = []
+    for step in range(steps):
+        rng = _rng(seed, "lora", step)
+        rows = subset.iloc[rng.integers(0, len(subset), batch_size)]
+        ex = []
+        for _, row in rows.iterrows():
+            if row["clip_id"] not in frames_cache:
+                frames_cache[row["clip_id"]] = _frames_for(row["path"], frame_choice)
+            fr, t = frames_cache[row["clip_id"]]
+            ex.append(Example(fr, t, prompt, row["label"], "classify"))
+        batch = make_batch(processor, ex)
+        batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+        if "pixel_values_videos" in batch:
+            batch["pixel_values_videos"] = batch["pixel_values_videos"].to(dtype)
+        cur = _cosine(step, steps, lr, max(1, steps // 10))
+        for g in opt.param_groups:
+            g["lr"] = cur
+        model.train()
+        loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise TrainError(f"lora: non-finite loss at step {step}")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.append(loss.item())
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            log.row(model="lora-balanced", stage="lora", step=step + 1, loss=float(np.mean(run)), lr=cur,
+                    elapsed_s=time.time() - t_start)
+            _log(f"lora {step + 1}/{steps} loss {np.mean(run):.3f}")
+            run = []
+    log.close()
+    model.save_pretrained(out_dir / "adapter")
+    # the base path recorded in the adapter config: repo-relative when inside the repository
+    try:
+        rel = str(Path(model_path).resolve().relative_to(paths.root()))
+    except (ValueError, FileNotFoundError):
+        rel = str(model_path)
+    acfg = out_dir / "adapter" / "adapter_config.json"
+    c = json.loads(acfg.read_text())
+    c["base_model_name_or_path"] = rel
+    acfg.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+    do_merge = (n_base < 100e6) if merge == "auto" else bool(merge)
+    if do_merge:
+        merged = model.merge_and_unload()
+        merged.to("cpu").to(torch.float32).eval()
+        _save_hf(merged, processor, out_dir)
+    meta = {"base": rel, "n_per_class": n_per_class, "clips": len(subset), "steps": steps, "lr": lr, "seed": seed,
+            "r": r, "alpha": alpha, "targets": targets, "trainable_params": n_train, "base_params": n_base,
+            "merged": do_merge, "device": device, "wall_s": time.time() - t_start}
+    (out_dir / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+# ============================================================================================================
+# Entry point
+# ============================================================================================================
+
+
+def _scaled(n: int, scale: float) -> int:
+    return max(2, int(round(n * scale)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m emoprobe.train", description=__doc__.split("\n\n")[0])
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--all", action="store_true", help="train every embedded model")
+    g.add_argument("--only", choices=MODEL_NAMES + ("microvlm-lora",), help="train one model")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step count (0.01: smoke)")
+    ap.add_argument("--out", default=None, help="output folder (default: data/models)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it; default 1)")
+    a = ap.parse_args(argv)
+    if a.steps_scale <= 0:
+        ap.error("--steps-scale must be > 0")
+    torch.set_num_threads(a.threads)
+    out = Path(a.out) if a.out else paths.models()
+    todo = MODEL_NAMES if a.all else (("lora",) if a.only == "microvlm-lora" else (a.only,))
+    s = a.steps_scale
+    t0 = time.time()
+    train_df, val_df = splits(a.seed)
+    _log(f"train split {len(train_df)} clips (+{len(val_df)} validation), models: {', '.join(todo)} -> {out}")
+    results = {}
+    if "vision3d" in todo:
+        results.update(train_vision(train_df, val_df, out / "vision3d", seed=a.seed,
+                                    steps=_scaled(VISION_STEPS, s), crt_steps=_scaled(CRT_STEPS, s),
+                                    balanced_out=out / "vision3d-balanced",
+                                    eval_every=max(1, _scaled(250, s))))
+    for name, mode in (("microvlm", "lexical"), ("microvlm-uniform", "uniform")):
+        if name in todo:
+            results[name] = train_microvlm(out / name, mode=mode, seed=a.seed,
+                                           pretrain_steps=_scaled(PRETRAIN_STEPS, s),
+                                           instruct_steps=_scaled(INSTRUCT_STEPS, s),
+                                           train_df=train_df, val_df=val_df, eval_every=max(1, _scaled(250, s)))
+    if "lora" in todo:
+        base = out / "microvlm"
+        if not (base / "config.json").exists():
+            raise TrainError(f"lora: base model {base} not trained yet (run --only microvlm first)")
+        results["microvlm-lora-balanced"] = lora_balanced(base, train_df, LORA_PER_CLASS,
+                                                          out / "microvlm-lora-balanced",
+                                                          steps=_scaled(LORA_STEPS, s), seed=a.seed)
+    _log(f"done in {time.time() - t0:.0f} s")
+    print(json.dumps(results, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
