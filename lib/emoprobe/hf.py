@@ -219,6 +219,30 @@ class HFBackend(Backend):
             raise ModelError(f"model {self.name!r}: cannot load weights: {type(e).__name__}: {e}") from e
         if self.device.type != "cuda":
             model = model.to(self.device)
+        self._setup(model)
+
+    @classmethod
+    def from_objects(cls, model, processor, spec: dict | None = None) -> "HFBackend":
+        """Wrap an in-memory model + processor (benchmarks with random full-size weights, training loops).
+
+        The fingerprint then names the objects, not files: ``weights_sha256`` is ``{"in-memory": n_params}``.
+        """
+        self = cls.__new__(cls)
+        self.spec = {**DEFAULTS, **(spec or {})}
+        self.spec.setdefault("model", f"in-memory:{type(model).__name__}")
+        self.name = str(self.spec["model"])
+        self.path = None
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        if not (getattr(processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)):
+            raise ModelError(f"model {self.name!r} has no chat template")
+        self.tokenizer.padding_side = "left"
+        self.device = next(model.parameters()).device
+        self._setup(model)
+        return self
+
+    def _setup(self, model) -> None:
+        s = self.spec
         model.eval()
         self.model = model
         self.config = model.config
@@ -260,7 +284,9 @@ class HFBackend(Backend):
             import transformers
 
             weights, proc = {}, hashlib.sha256()
-            for f in sorted(self.path.rglob("*")):
+            if self.path is None:
+                weights = {"in-memory": sum(p.numel() for p in self.model.parameters())}
+            for f in (sorted(self.path.rglob("*")) if self.path is not None else []):
                 if not f.is_file():
                     continue
                 rel = str(f.relative_to(self.path))

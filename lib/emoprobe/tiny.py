@@ -651,11 +651,21 @@ def build(family: str, out_dir, **kw) -> Path:
     return BUILDERS[family](Path(out_dir), **kw)
 
 
-def build_all(directory, families: Iterable[str] | None = None, *, rebuild: bool = False) -> dict[str, Path]:
+# Families that failed in the last build_all (family -> "ExceptionType: message"), e.g. SmolVLM's processor
+# needs the optional package num2words.
+BUILD_ERRORS: dict[str, str] = {}
+
+
+def build_all(directory, families: Iterable[str] | None = None, *, rebuild: bool = False,
+              strict: bool = False) -> dict[str, Path]:
     """Build (or reuse, cached by family under ``directory``) every buildable family; return family → path.
 
-    A finished build is recognised by its ``tiny_build.json``; a half-written directory is rebuilt.
+    A finished build is recognised by its ``tiny_build.json``; a half-written directory is rebuilt. A family
+    that fails to build (e.g. a missing optional package) is left out of the result and its error recorded in
+    :data:`BUILD_ERRORS` (``strict=True`` raises instead).
     """
+    import warnings
+
     directory = Path(directory)
     out = {}
     for fam in families or BUILDERS:
@@ -663,6 +673,15 @@ def build_all(directory, families: Iterable[str] | None = None, *, rebuild: bool
         if rebuild or not (path / "tiny_build.json").exists():
             if path.exists():
                 shutil.rmtree(path)
-            build(fam, path)
+            try:
+                build(fam, path)
+            except Exception as e:  # noqa: BLE001 - recorded, reported, never silently dropped
+                if strict:
+                    raise
+                BUILD_ERRORS[fam] = f"{type(e).__name__}: {e}"
+                warnings.warn(f"tiny family {fam!r} not built: {BUILD_ERRORS[fam]}", stacklevel=2)
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+        BUILD_ERRORS.pop(fam, None)
         out[fam] = path
     return out
