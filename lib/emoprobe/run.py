@@ -414,7 +414,7 @@ def describe(model, manifest: pd.DataFrame, sampling: dict | None = None, prompt
 def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, describe_model=None,
          prompt: str = "msce", describe_prompt: str = "motion", seed: int = 0, store=None, batch_size: int = 8,
          shard: str | None = None, progress: bool = True, labels=None, run_name: str | None = None,
-         retry_failed: bool = False, score: bool = False) -> pd.DataFrame:
+         retry_failed: bool = False, score: bool = False, contexts=None) -> pd.DataFrame:
     """Multi-Stage Context Enrichment (paper Sec. 4.2).
 
     Stage 1: ``describe_model`` (default: ``model``) turns each gap of ``m`` in-between frames
@@ -423,6 +423,12 @@ def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, descri
     The stage-2 key includes the texts, so new descriptions give new answers. A clip whose frames cannot be
     decoded, or any of whose gaps failed in stage 1, is a failed row with the reason.
     Rows as :func:`classify`; ``extra`` holds the motion texts.
+
+    ``contexts`` (mapping clip_id -> list of texts) replaces stage 1 (no describe call): each clip's texts are
+    used as given (e.g. oracle texts written from ground truth, or texts permuted across clips as a control).
+    A list must hold one text per gap, or be empty (the keyframes in the interleaved layout with no motion
+    text); a clip missing from the mapping or with another number of texts is a failed row with the reason.
+    The texts enter the stage-2 key, and a digest of the mapping the run's name.
     """
     from emoprobe import sampling as _sampling
 
@@ -434,8 +440,13 @@ def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, descri
     fp, dfp = backend.fingerprint(), dbackend.fingerprint()
     samp_key = _sampling.spec_key("keyframes_gaps", key_fps=key_fps, m=m)
     text, dtext = _prompt_text(prompt, labs), _prompts.DESCRIBE.get(describe_prompt, describe_prompt)
+    if contexts is not None:
+        contexts = {str(c): [str(x) for x in v] for c, v in dict(contexts).items()}
     setting = {"task": "msce", "sampling": samp_key, "prompt": prompt, "describe_prompt": describe_prompt,
                "describe_model": dfp, "labels": labs, "seed": seed, "score": bool(score)}
+    if contexts is not None:  # given texts: no stage-1 model; the run name follows the texts
+        setting["describe_model"] = None
+        setting["contexts"] = _store.key(contexts={c: contexts.get(c) for c in map(str, all_ids)})
     run = run_name or _run_name("msce", display, fp, setting, all_ids)
     st.start_run(run, {"model": display, "describe_model": ddisplay, "fingerprint": fp, **setting, "shard": shard,
                        "n_clips": len(manifest)})
@@ -466,6 +477,8 @@ def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, descri
             except Exception as e:  # noqa: BLE001
                 decoded[cid] = (None, None, None, f"cannot decode clip {row['path']}: {_first_line(e)}")
                 continue
+            if contexts is not None:
+                continue
             for j, g in enumerate(gaps):
                 k = _store.key(task="describe", model=dfp, item={"clip_id": cid, "sha256": content},
                                sampling={**samp_key, "gap": j}, prompt=dtext, seed=seed, code=code)
@@ -478,7 +491,15 @@ def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, descri
             cid = str(row["clip_id"])
             content, keys, gaps, err = decoded[cid]
             texts = []
-            if err is None:
+            if err is None and contexts is not None:
+                given = contexts.get(cid)
+                if given is None:
+                    err = f"no context given for clip {cid}"
+                elif len(given) not in (0, len(gaps)):
+                    err = f"{len(given)} context texts given for clip {cid}, which has {len(gaps)} gaps"
+                else:
+                    texts = list(given)
+            elif err is None:
                 for j in range(len(gaps)):
                     r = s1[[it.key for it in s1_items if it.clip_id == f"{cid}#gap{j}"][0]]
                     if r["status"] == "failed":
