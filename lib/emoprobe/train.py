@@ -32,10 +32,10 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
 * **microvlm-lora-balanced**: :func:`lora_balanced` on microvlm with :data:`LORA_PER_CLASS` clips per class of
   the (non-validation) train split.
 
-Video timing convention (also used by the HF backend, see :func:`video_metadata`): each video is passed to the
-Qwen processor with metadata whose sampled frame rate is estimated from the frames' timestamps,
-``(T - 1) / (max(t) - min(t))`` (1 frame or zero span: 1.0 fps), so the model's time positions follow real
-seconds, as in Qwen2.5-VL.
+Video timing convention (the HF backend's, ``hf.sampling_fps``; see :func:`video_metadata`): each video is
+passed to the Qwen processor with metadata whose sampled frame rate is 1 / median of the positive steps between
+the frames' timestamps (1 frame: 1.0 fps), so the model's temporal M-RoPE positions follow real seconds, as in
+Qwen2.5-VL, identically in training and inference.
 
 Determinism: all randomness comes from numpy Generators and ``torch.manual_seed`` derived from ``seed``; data
 order, frame draws and caption draws never depend on the word-probability mode. CPU float arithmetic depends
@@ -429,13 +429,14 @@ def crt(model, cfg, Xtr, ytr, Xva, yva, out_dir, *, seed: int = 0, steps: int = 
 
 
 def video_fps(t) -> float:
-    """Sampled frame rate from timestamps: (T-1) / (max(t) - min(t)); 1.0 for one frame or a zero span.
-    Order-free, so shuffled frames get the same rate as ordered ones."""
+    """Sampled frame rate from timestamps, the HF backend's convention (``hf.sampling_fps``):
+    1 / median of the positive time steps; 1.0 for one frame or no positive step."""
     t = np.asarray(t, dtype=np.float64)
     if t.size < 2:
         return 1.0
-    span = float(t.max() - t.min())
-    return (t.size - 1) / span if span > 0 else 1.0
+    d = np.diff(t)
+    d = d[d > 0]
+    return float(1.0 / np.median(d)) if d.size else 1.0
 
 
 def video_metadata(frames: np.ndarray, t) -> "object":

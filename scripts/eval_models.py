@@ -1,0 +1,187 @@
+"""Quality bars of the embedded models, measured on the balanced SynthFER MAFW test split (45 clips/class).
+
+    python scripts/eval_models.py                      # every model present in data/models
+    python scripts/eval_models.py --models vision3d microvlm --write   # also write data/models/<m>/eval.json
+
+* Vision classifiers (``vision`` backend): 16 frames by count (its native input); accuracy (= UAR = WAR on a
+  balanced split), macro-F1, per-class F1.
+* MicroVLMs (``hf`` backend, paper prompt, greedy answers): the frame sampling is CHOSEN ON THE VALIDATION
+  SLICE of the train split (``train.splits``) among ``--options``; the test split is then measured at that
+  sampling (and at ``count:8`` for reference). In-label rate = share of answers whose text is exactly a label
+  (case/space-insensitive); macro-F1 counts any other answer as wrong.
+* Motion summaries (MSCE stage 1): on ``--motion-clips`` test clips, every gap of ``keyframes_gaps(key_fps=1,
+  m=4)`` is described with ``prompts.DESCRIBE["motion"]``; the regions the text mentions
+  (``captions.regions_in_text``) are compared with the ground truth ``captions.regions_moved`` of that gap.
+  Reported: hit rate (some mentioned region truly moved, on gaps where something moved), first-region accuracy,
+  region precision/recall, and the hit rate of the best constant answer (one fixed region) as a baseline.
+Nothing here feeds back into training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emoprobe import captions, labels as L, models, paths, prompts, sampling, synthfer, train
+from emoprobe.models import ClassifyRequest, DescribeRequest
+
+LABELS = list(L.MAFW)
+OPTIONS = ("count:4", "count:8", "count:16", "fps:1", "fps:2", "fps:4")
+
+
+def _spec(opt: str) -> dict:
+    k, v = opt.split(":")
+    return {"strategy": k, "count": int(v)} if k == "count" else {"strategy": k, "fps": float(v)}
+
+
+def _frames(path: str, opt: str):
+    s = _spec(opt)
+    fr = sampling.sample(path, **s)
+    return fr.frames, fr.t
+
+
+def scores(y_true, y_pred) -> dict:
+    from sklearn.metrics import f1_score
+
+    yp = [p if p in LABELS else "__none__" for p in y_pred]
+    per = f1_score(y_true, yp, labels=LABELS, average=None, zero_division=0)
+    return {"acc": float(np.mean(np.asarray(y_true) == np.asarray(yp))),
+            "macro_f1": float(np.mean(per)), "per_class_f1": {l: round(float(f), 4) for l, f in zip(LABELS, per)}}
+
+
+def classify(backend, df, opt: str, batch: int = 8):
+    prompt = prompts.render("paper", LABELS)
+    texts, preds = [], []
+    for i in range(0, len(df), batch):
+        reqs = []
+        for p in df["path"].iloc[i:i + batch]:
+            fr, t = _frames(p, opt)
+            reqs.append(ClassifyRequest(frames=fr, t=t, labels=LABELS, prompt=prompt))
+        for a in backend.classify(reqs):
+            if a.status == "failed":
+                raise RuntimeError(f"classification failed: {a.error}")
+            texts.append(a.text)
+            preds.append(a.text.strip().lower() if a.text.strip().lower() in LABELS else None)
+    return texts, preds
+
+
+def eval_vision(name: str, test) -> dict:
+    b = models.load({"backend": "vision", "model": str(paths.models() / name)})
+    t0 = time.time()
+    _, preds = classify(b, test, "count:16", batch=32)
+    r = scores(list(test["label"]), preds)
+    r.update(sampling="count:16", n=len(test), seconds=round(time.time() - t0, 1),
+             pred_counts={l: int(sum(p == l for p in preds)) for l in LABELS})
+    return r
+
+
+def eval_vlm(name: str, test, val, options) -> dict:
+    b = models.load({"backend": "hf", "model": str(paths.models() / name)})
+    t0 = time.time()
+    val_res = {}
+    for opt in options:
+        _, p = classify(b, val, opt)
+        val_res[opt] = scores(list(val["label"]), p)["macro_f1"]
+    best = max(options, key=lambda o: (val_res[o], -options.index(o)))
+    out = {"val_macro_f1_by_sampling": val_res, "chosen_on_val": best, "test": {}}
+    for opt in dict.fromkeys([best, "count:8"]):
+        texts, p = classify(b, test, opt)
+        r = scores(list(test["label"]), p)
+        r["in_label_rate"] = float(np.mean([x is not None for x in p]))
+        r["pred_counts"] = {l: int(sum(x == l for x in p)) for l in LABELS}
+        r["n_out_of_label"] = int(sum(x is None for x in p))
+        r["examples_out_of_label"] = [t for t, x in zip(texts, p) if x is None][:5]
+        out["test"][opt] = r
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def eval_motion(name: str, test, n_clips: int) -> dict:
+    b = models.load({"backend": "hf", "model": str(paths.models() / name)})
+    sub = train.per_class(test, max(1, n_clips // len(LABELS)), 0, "motion-check")
+    truth, said = [], []
+    for _, row in sub.iterrows():
+        gt = synthfer.load_gt(row)
+        keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
+        reqs = [DescribeRequest(frames=g.frames, t=g.t, prompt=prompts.DESCRIBE["motion"]) for g in gaps]
+        for j, a in enumerate(b.describe(reqs)):
+            truth.append(captions.regions_moved(gt, float(keys.t[j]), float(keys.t[j + 1])))
+            said.append(a.text)
+    moved = [i for i, t in enumerate(truth) if t]
+    still = [i for i, t in enumerate(truth) if not t]
+    ment = [captions.regions_in_text(s) for s in said]
+    first = [captions.regions_in_text(s.split(";")[0]) for s in said]
+    hit = [bool(ment[i] & truth[i]) for i in moved]
+    first_ok = [bool(first[i] & truth[i]) for i in moved]
+    prec = [len(ment[i] & truth[i]) / len(ment[i]) for i in moved if ment[i]]
+    rec = [len(ment[i] & truth[i]) / len(truth[i]) for i in moved]
+    const = {r: float(np.mean([r in truth[i] for i in moved])) for r in captions.REGIONS} if moved else {}
+    best_const = max(const, key=const.get) if const else None
+    return {
+        "clips": len(sub), "gaps": len(truth), "gaps_with_motion": len(moved),
+        "hit_rate": float(np.mean(hit)) if hit else None,
+        "first_region_accuracy": float(np.mean(first_ok)) if first_ok else None,
+        "region_precision": float(np.mean(prec)) if prec else None,
+        "region_recall": float(np.mean(rec)) if rec else None,
+        "still_gaps_said_still": float(np.mean(["still" in said[i] for i in still])) if still else None,
+        "baseline_best_constant_region": best_const,
+        "baseline_constant_hit_rate": const.get(best_const) if best_const else None,
+        "examples": [{"truth": sorted(truth[i]), "said": said[i]} for i in range(min(6, len(said)))],
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--options", nargs="*", default=list(OPTIONS), help="VLM samplings to choose from on val")
+    ap.add_argument("--motion-clips", type=int, default=44)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write", action="store_true", help="write data/models/<name>/eval.json")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    names = a.models or [p.name for p in sorted(paths.models().iterdir())
+                         if (p / "config.json").exists()]
+    test = synthfer.dataset("mafw", "test", seed=a.seed)
+    _, val = train.splits(a.seed)
+    print(f"test split: {len(test)} clips ({test['label'].value_counts().min()}-"
+          f"{test['label'].value_counts().max()} per class); validation slice {len(val)} clips", flush=True)
+    results = {}
+    for name in names:
+        path = paths.models() / name
+        cfg = json.loads((path / "config.json").read_text())
+        if "arch" in cfg and "labels" in cfg:
+            r = eval_vision(name, test)
+            print(f"{name}: macro-F1 {r['macro_f1']:.3f}, acc {r['acc']:.3f} (bar: macro-F1 >= 0.6)", flush=True)
+        else:
+            r = eval_vlm(name, test, val, list(a.options))
+            best = r["chosen_on_val"]
+            tb = r["test"][best]
+            print(f"{name}: sampling chosen on val = {best} (val macro-F1 by sampling: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in r["val_macro_f1_by_sampling"].items()) + ")", flush=True)
+            for opt, t in r["test"].items():
+                print(f"  test @ {opt}: macro-F1 {t['macro_f1']:.3f}, acc {t['acc']:.3f}, in-label "
+                      f"{t['in_label_rate']:.3f} (bars: in-label >= 0.95, macro-F1 >= 0.45)", flush=True)
+            if a.motion_clips > 0:
+                r["motion"] = eval_motion(name, test, a.motion_clips)
+                m = r["motion"]
+                print(f"  motion summaries on {m['gaps']} test gaps ({m['gaps_with_motion']} with motion): hit rate "
+                      f"{m['hit_rate']:.3f}, first region {m['first_region_accuracy']:.3f}, precision "
+                      f"{m['region_precision']}, recall {m['region_recall']:.3f}; best constant region "
+                      f"{m['baseline_best_constant_region']!r} hits {m['baseline_constant_hit_rate']:.3f}", flush=True)
+        print("  per-class F1: " + json.dumps(r.get("per_class_f1") or r["test"][r["chosen_on_val"]]["per_class_f1"]),
+              flush=True)
+        results[name] = r
+        if a.write:
+            (path / "eval.json").write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

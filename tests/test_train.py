@@ -1,0 +1,207 @@
+"""Training recipes, captions and the committed embedded checkpoints (fast: a few steps on tiny data)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emoprobe import captions, labels, models, paths, prompts, sampling, train, vision
+from emoprobe.models import ClassifyRequest, DescribeRequest, ModelError
+
+MAFW = list(labels.MAFW)
+
+
+@pytest.fixture(scope="module")
+def tiny_df():
+    from emoprobe import synthfer
+
+    return synthfer.dataset("mafw", "train", n_total=44)
+
+
+# ------------------------------------------------------------------------------------------------ captions
+def test_word_probs_equal_totals_and_order():
+    lex = captions.word_probs(MAFW, "lexical")
+    uni = captions.word_probs(MAFW, "uniform")
+    assert sum(lex.values()) == pytest.approx(sum(uni.values()))
+    assert max(lex.values()) == pytest.approx(captions.P_MAX)
+    assert len(set(uni.values())) == 1
+    from wordfreq import word_frequency
+
+    order = sorted(MAFW, key=lambda l: word_frequency(l, "en"))
+    assert [lex[l] for l in order] == sorted(lex.values())
+    with pytest.raises(captions.CaptionError):
+        captions.word_probs(MAFW, "zipf")
+
+
+def _strip_emotion(text: str, label: str) -> list[str]:
+    w = captions.emotion_word(label)
+    return [p for p in text.split(". ") if w not in p]
+
+
+def test_corpora_differ_only_in_emotion_words(tiny_df):
+    from emoprobe import synthfer
+
+    lex = captions.word_probs(MAFW, "lexical")
+    uni = captions.word_probs(MAFW, "uniform")
+    n_diff = 0
+    for i, row in tiny_df.head(20).iterrows():
+        gt = synthfer.load_gt(row)
+        a = captions.caption(row, gt, np.random.default_rng(i), lex)
+        b = captions.caption(row, gt, np.random.default_rng(i), uni)
+        assert a == captions.caption(row, gt, np.random.default_rng(i), lex)          # deterministic
+        assert _strip_emotion(a, row["label"]) == _strip_emotion(b, row["label"])     # same other words
+        n_diff += a != b
+    assert n_diff > 0   # the emotion word does differ somewhere
+    # never leaks the recipe variant
+    for _, row in tiny_df.head(20).iterrows():
+        assert json.loads(row["identity"])["variant"] not in " ".join(captions.appearance_words(row))
+
+
+def _gt(T=50, fps=25.0):
+    from emoprobe import synthfer
+
+    return {"t": np.arange(T) / fps, "au": np.zeros((T, len(synthfer.AU_NAMES)), np.float32),
+            "au_names": list(synthfer.AU_NAMES), "head": np.zeros((T, 3), np.float32)}
+
+
+def test_motion_summary_rules():
+    from emoprobe import synthfer
+
+    gt = _gt()
+    assert captions.motion_summary(gt, 0, 2) == "the face stays still"
+    assert captions.regions_moved(gt, 0, 2) == set()
+    j = list(synthfer.AU_NAMES).index("AU12")
+    gt["au"][:, j] = np.clip((gt["t"] - 0.2) / 0.4, 0, 1) * 0.8         # lip corners rise early, strongly
+    s = captions.motion_summary(gt, 0, 2)
+    assert s == captions.motion_summary(gt, 0, 2)
+    assert s.startswith("lip corners pull up strongly early"), s
+    assert captions.regions_moved(gt, 0, 2) == {"lip corners"}
+    assert captions.regions_in_text(s) == {"lip corners"}
+    k = list(synthfer.AU_NAMES).index("AU4")
+    gt["au"][:, k] = np.exp(-((gt["t"] - 1.0) / 0.1) ** 2) * 0.4         # brief brow movement midway
+    s = captions.motion_summary(gt, 0, 2)
+    assert "brows lower and draw together moderately midway then relax" in s, s
+    assert captions.regions_moved(gt, 0, 2) == {"lip corners", "brows"}
+    assert captions.regions_moved(gt, 1.5, 2) == set()                    # window restricts
+    with pytest.raises(captions.CaptionError):
+        captions.motion_summary(gt, 1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _decreasing(losses):
+    assert all(np.isfinite(losses)), losses
+    assert losses[-1] < losses[0], losses
+
+
+def test_vision_few_steps_fixed_batch(tiny_df):
+    torch.manual_seed(0)
+    cfg = dict(vision.DEFAULT_CONFIG, labels=MAFW)
+    X = train.vision_cache(tiny_df.head(8), cfg)
+    y = torch.as_tensor([MAFW.index(l) for l in tiny_df.head(8)["label"]])
+    m = vision.build(cfg, len(MAFW))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    x = train._vision_batch(X, np.arange(8), None, cfg)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    _decreasing(losses)
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    from emoprobe import tiny
+
+    out = tmp_path_factory.mktemp("vlm")
+    return tiny.build_qwen2_5_vl(out / "m", corpus=[prompts.render("paper", MAFW), prompts.DESCRIBE["motion"],
+                                                      *MAFW] * 5, vocab_size=600, seed=0)
+
+
+def test_microvlm_few_steps_fixed_batch(tiny_vlm, tiny_df):
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+    ex = []
+    for _, row in tiny_df.head(2).iterrows():
+        fr, t = train._frames_for(row["path"], ("count", 4))
+        ex.append(train.Example(fr, t, prompts.render("paper", MAFW), row["label"]))
+    batch = train.make_batch(proc, ex)
+    n_ans = (batch["labels"] != -100).sum(1)
+    assert (n_ans >= 2).all()            # label tokens + end of turn, nothing else
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    model.train()
+    for _ in range(5):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    _decreasing(losses)
+
+
+def test_lora_balanced_few_steps(tiny_vlm, tiny_df, tmp_path):
+    meta = train.lora_balanced(tiny_vlm, tiny_df, 1, tmp_path / "lora", steps=3, seed=0, batch_size=2)
+    assert meta["targets"] == ["q_proj", "v_proj"] and meta["clips"] == len(MAFW)
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "lora" / "config.json").exists()            # merged checkpoint (small model)
+    import pandas as pd
+
+    log = pd.read_csv(tmp_path / "lora" / "train_log.csv")
+    assert np.isfinite(log["loss"]).all()
+    with pytest.raises(train.TrainError):
+        train.lora_balanced(tiny_vlm, tiny_df, 10**6, tmp_path / "x", steps=1)
+
+
+def test_video_fps_matches_hf_convention():
+    from emoprobe import hf
+
+    for t in (np.array([0.0]), np.arange(8) / 4.0, np.array([0, 0.24, 0.52, 0.76, 1.0]), np.array([0.5, 0.0, 1.0])):
+        assert train.video_fps(t) == pytest.approx(hf.sampling_fps(t))
+
+
+def test_per_class_errors():
+    import pandas as pd
+
+    df = pd.DataFrame({"clip_id": ["a", "b"], "path": ["x", "y"], "label": ["anger", "fear"]})
+    with pytest.raises(train.TrainError, match="too few"):
+        train.per_class(df, 1, 0, "t")
+
+
+# ------------------------------------------------------------------------------------------------ committed checkpoints
+def _committed(name: str, marker: str):
+    p = paths.models() / name
+    if not (p / marker).exists():
+        pytest.skip(f"checkpoint data/models/{name} not committed yet (no {marker})")
+    return p
+
+
+@pytest.mark.parametrize("name", ["vision3d", "vision3d-balanced"])
+def test_committed_vision_checkpoint(name, tiny_df):
+    p = _committed(name, "README.md")
+    b = models.load({"backend": "vision", "model": str(p.relative_to(paths.root()))})
+    fr = sampling.sample(tiny_df["path"].iloc[0], strategy="fps", fps=5)
+    a = b.classify([ClassifyRequest(frames=fr.frames, t=fr.t, labels=MAFW, prompt="")])[0]
+    assert a.status == "ok" and a.label in MAFW and sum(a.scores.values()) == pytest.approx(1, abs=1e-5)
+    # any frame count, shuffled or not
+    sh = sampling.shuffle(fr, 1)
+    assert b.classify([ClassifyRequest(frames=sh.frames[:3], t=sh.t[:3], labels=MAFW, prompt="")])[0].status == "ok"
+    assert len(b.fingerprint()["weights_sha256"]) == 64
+    with pytest.raises(ModelError):
+        b.describe([DescribeRequest(frames=fr.frames, t=fr.t, prompt="x")])
+
+
+@pytest.mark.parametrize("name", ["microvlm", "microvlm-uniform", "microvlm-lora-balanced"])
+def test_committed_microvlm_checkpoint(name, tiny_df):
+    _committed(name, "README.md")
+    b = models.load({"backend": "hf", "model": f"data/models/{name}"})
+    fr = sampling.sample(tiny_df["path"].iloc[0], strategy="count", count=8)
+    a = b.classify([ClassifyRequest(frames=fr.frames, t=fr.t, labels=MAFW, prompt=prompts.render("paper", MAFW))])[0]
+    assert a.status in ("ok", "unparsed") and a.text
