@@ -858,6 +858,10 @@ def main(argv=None) -> int:
         results["microvlm-lora-balanced"] = lora_balanced(base, train_df, LORA_PER_CLASS,
                                                           out / "microvlm-lora-balanced",
                                                           steps=_scaled(LORA_STEPS, s), seed=a.seed)
+    for name in (["vision3d", "vision3d-balanced"] if "vision3d" in todo else []) + \
+            [n for n in ("microvlm", "microvlm-uniform") if n in todo] + \
+            (["microvlm-lora-balanced"] if "lora" in todo else []):
+        write_card(out / name)
     _log(f"done in {time.time() - t0:.0f} s")
     print(json.dumps(results, indent=1, default=float))
     return 0
@@ -865,3 +869,127 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ============================================================================================================
+# Model cards
+# ============================================================================================================
+
+_ROLE = {
+    "vision3d": "the vision-only temporal classifier (the MAE-DFER / HiCMAE role): a compact (2+1)D CNN trained "
+                "with plain cross-entropy on the LONG-TAILED SynthFER MAFW train split.",
+    "vision3d-balanced": "vision3d after decoupled balanced fine-tuning (cRT, Kang et al. 2020): features "
+                         "frozen, linear classifier re-trained with a class-balanced sampler.",
+    "microvlm": "MicroVLM, a small Qwen2.5-VL trained here on SynthFER; its pretraining captions carry each "
+                "emotion word with a probability proportional to the word's real English frequency.",
+    "microvlm-uniform": "the control for MicroVLM: the identical recipe with every emotion word equally likely "
+                        "(the mean of the lexical probabilities); nothing else differs.",
+    "microvlm-lora-balanced": "MicroVLM after LoRA fine-tuning on a class-balanced subset of the train split "
+                              "(the paper's balanced LoRA fine-tuning of Qwen2.5-VL, scaled down).",
+}
+
+
+def _fmt_eval(ev: dict) -> list[str]:
+    out = []
+    if "macro_f1" in ev:
+        out += [f"- macro-F1 **{ev['macro_f1']:.3f}**, accuracy (= UAR = WAR) {ev['acc']:.3f} at {ev['sampling']} "
+                f"(quality bar: macro-F1 >= 0.6)",
+                "- per-class F1: " + ", ".join(f"{k} {v:.2f}" for k, v in ev["per_class_f1"].items()),
+                "- predicted-label counts: " + ", ".join(f"{k} {v}" for k, v in ev["pred_counts"].items())]
+        return out
+    out.append("- frame sampling chosen on the validation slice: `" + ev["chosen_on_val"] + "` (val macro-F1 by "
+               "sampling: " + ", ".join(f"{k} {v:.3f}" for k, v in ev["val_macro_f1_by_sampling"].items()) + ")")
+    for opt, t in ev["test"].items():
+        out.append(f"- test @ `{opt}`: macro-F1 **{t['macro_f1']:.3f}**, accuracy {t['acc']:.3f}, answers inside "
+                   f"the label set {t['in_label_rate']:.3f} (bars: in-label >= 0.95, macro-F1 >= 0.45)")
+        out.append("  - per-class F1: " + ", ".join(f"{k} {v:.2f}" for k, v in t["per_class_f1"].items()))
+        out.append("  - predicted-label counts: " + ", ".join(f"{k} {v}" for k, v in t["pred_counts"].items()))
+    m = ev.get("motion")
+    if m:
+        out.append(f"- motion summaries (MSCE stage 1) on {m['gaps']} gaps of {m['clips']} test clips "
+                   f"({m['gaps_with_motion']} with ground-truth motion): hit rate {m['hit_rate']:.3f} (a mentioned "
+                   f"region truly moved), first region correct {m['first_region_accuracy']:.3f}, region precision "
+                   f"{(m['region_precision'] or 0):.3f}, recall {m['region_recall']:.3f}; the best constant answer "
+                   f"({m['baseline_best_constant_region']!r}) would hit {m['baseline_constant_hit_rate']:.3f}")
+    return out
+
+
+def write_card(out_dir) -> Path:
+    """(Re)write ``README.md`` of a trained model folder from its recorded training metadata, ``train_log.csv``
+    and, when present, ``eval.json`` (written by ``scripts/eval_models.py --write``)."""
+    out_dir = Path(out_dir)
+    name = out_dir.name
+    cfg = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
+    meta = cfg.get("training") or (json.loads((out_dir / "training.json").read_text())
+                                   if (out_dir / "training.json").exists() else {})
+    ev = json.loads((out_dir / "eval.json").read_text()) if (out_dir / "eval.json").exists() else None
+    size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
+    L = [f"# {name}", "", f"Embedded default model of emoprobe: {_ROLE.get(name, name)}", "",
+         "Trained by `python -m emoprobe.train` (recipe and constants: `lib/emoprobe/train.py` docstring); "
+         "every training example is SynthFER (synthetic faces whose ground truth is known frame by frame). "
+         "No pretrained weights were used. Nothing in the recipe targets a chapter's outcome.", "",
+         "## Training", ""]
+    wall = meta.get("wall_s")
+    if name.startswith("vision3d"):
+        base = meta.get("base") or meta
+        L += [f"- architecture: {cfg.get('arch')} ({cfg.get('channels')} channels), input {cfg.get('n_frames')} "
+              f"frames, centre crop {cfg.get('crop')} resized to {cfg.get('size')} px; "
+              f"{base.get('n_params', 0):,} parameters",
+              f"- data: SynthFER MAFW train split (long-tailed), {base.get('train_clips')} clips after holding out "
+              f"the validation slice ({VAL_PER_CLASS}/class); class counts "
+              + ", ".join(f"{l} {c}" for l, c in zip(LABELS, base.get("train_class_counts", []))),
+              f"- recipe: {meta.get('recipe', cfg.get('training', {}).get('recipe'))}; {meta.get('steps')} steps"]
+        if name == "vision3d":
+            L.append(f"- optimiser AdamW lr {VISION_LR} (cosine, 5% warm-up), weight decay {VISION_WD}, batch "
+                     f"{VISION_BATCH}; augmentation: temporal jitter, flip, brightness/contrast, +-3 px shift")
+        else:
+            L.append(f"- cRT: head AdamW lr {CRT_LR}, batch {CRT_BATCH}, class-balanced sampling; features from "
+                     "two views per clip (as is, flipped) with BN in eval mode")
+    elif name == "microvlm-lora-balanced":
+        L += [f"- base: `{meta.get('base')}`; LoRA r={meta.get('r')} alpha={meta.get('alpha')} on the language "
+              f"model's {meta.get('targets')} ({meta.get('trainable_params', 0):,} trainable of "
+              f"{meta.get('base_params', 0):,} parameters)",
+              f"- data: {meta.get('clips')} clips, {meta.get('n_per_class')} per class, drawn from the train split "
+              f"(validation slice excluded); paper prompt, answer = label; {meta.get('steps')} steps, lr "
+              f"{meta.get('lr')}, batch {LORA_BATCH}",
+              "- saved: the adapter in `adapter/` (base path recorded repo-relative) and the merged checkpoint "
+              "here (what the HF backend loads)"]
+    else:
+        wp = meta.get("word_probs", {})
+        L += [f"- architecture: Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), text {MICRO_TEXT}, vision "
+              f"{MICRO_VISION}, BPE vocabulary {VOCAB} trained on a corpus identical for both word modes; "
+              f"{meta.get('n_params', 0):,} parameters; frames at {IMAGE_SIZE} px",
+              f"- stage 1, pretraining ({meta.get('pretrain_steps')} steps, batch {MICRO_BATCH}, lr {MICRO_LR}): "
+              f"a class-balanced pool of {meta.get('pool_clips')} train clips with captions (appearance, motion "
+              f"and, with probability p[label], the emotion word); loss on caption tokens only",
+              f"- emotion-word probability ({meta.get('mode')}): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in wp.items()),
+              f"- stage 2, instruction tuning ({meta.get('instruct_steps')} steps, lr {INSTRUCT_LR}): mix "
+              f"{INSTRUCT_MIX} of classification ({meta.get('cls_clips')} clips, {CLS_PER_CLASS}/class, paper "
+              "prompt), motion description of MSCE gap groups (4 frames, target = ground-truth motion summary) "
+              "and captions",
+              f"- frames per example: one of {list(FRAME_MENU)} (at most {MAX_FRAMES})"]
+    if wall:
+        L.append(f"- compute: CPU only, {meta.get('threads', 1)} torch thread(s) on a 2-core machine shared with "
+                 f"other jobs; wall time {wall / 60:.1f} min")
+    L.append(f"- seed {meta.get('seed', 0)}; curves in `train_log.csv`")
+    val = meta.get("val") or (meta.get("final") or {})
+    if val:
+        L += ["", "## Validation slice (train split, 5 clips/class, never trained on)", ""]
+        L.append("- " + ", ".join(f"{k} {v:.3f}" for k, v in val.items()
+                                  if k.startswith("val_") and isinstance(v, (int, float)) and v == v))
+    L += ["", "## Measured quality (balanced SynthFER MAFW test split, 45 clips/class)", ""]
+    if ev:
+        L += _fmt_eval(ev)
+        L.append("")
+        L.append(f"Measured by `python scripts/eval_models.py --models {name} --write`.")
+    else:
+        L.append("Not measured yet: run `python scripts/eval_models.py --models " + name + " --write`.")
+    L += ["", "## Use", "", "```python",
+          "from emoprobe import models",
+          ("b = models.load({'backend': 'vision', 'model': 'data/models/" + name + "'})") if name.startswith("vision")
+          else ("b = models.load({'backend': 'hf', 'model': 'data/models/" + name + "'})"),
+          "```", "", f"Folder size: {size_mb:.1f} MB."]
+    p = out_dir / "README.md"
+    p.write_text("\n".join(L) + "\n")
+    return p
