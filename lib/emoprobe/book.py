@@ -175,6 +175,17 @@ def _listify(v) -> list:
     return [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)]
 
 
+def _injected_index(nb_path: Path) -> int | None:
+    try:
+        cells = json.loads(nb_path.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for i, c in enumerate(cells):
+        if "injected-parameters" in c.get("metadata", {}).get("tags", []):
+            return i
+    return None
+
+
 def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterStatus:
     import papermill
 
@@ -204,7 +215,11 @@ def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterS
             papermill.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name=KERNEL,
                                        cwd=str(chapters_dir()), progress_bar=False, log_output=False)
         except papermill.PapermillExecutionError as e:
-            st.status, st.failed_cell = "failed", e.cell_index
+            # papermill counts cells of the executed notebook, where it injected one after `parameters`:
+            # report the index in the source notebook, the one a reader opens
+            injected = _injected_index(nb_out)
+            src_index = e.cell_index - (1 if injected is not None and e.cell_index > injected else 0)
+            st.status, st.failed_cell = "failed", src_index
             st.error = f"{e.ename}: {e.evalue}"
         except Exception as e:  # kernel died, notebook unreadable, ...: recorded, the others go on
             st.status, st.error = "failed", f"{type(e).__name__}: {e}"
