@@ -175,14 +175,23 @@ def _listify(v) -> list:
     return [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)]
 
 
-def _injected_index(nb_path: Path) -> int | None:
+_ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+def _failed_source_index(nb_path: Path) -> int | None:
+    """Index, in the SOURCE notebook, of the cell whose output is an error (papermill's own index counts the
+    cells it added: the injected parameters and the error banners)."""
     try:
         cells = json.loads(nb_path.read_text())["cells"]
     except (OSError, ValueError, KeyError):
         return None
-    for i, c in enumerate(cells):
-        if "injected-parameters" in c.get("metadata", {}).get("tags", []):
-            return i
+    src = 0
+    for c in cells:
+        if _ADDED_TAGS & set(c.get("metadata", {}).get("tags", [])):
+            continue
+        if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            return src
+        src += 1
     return None
 
 
@@ -217,9 +226,8 @@ def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterS
         except papermill.PapermillExecutionError as e:
             # papermill counts cells of the executed notebook, where it injected one after `parameters`:
             # report the index in the source notebook, the one a reader opens
-            injected = _injected_index(nb_out)
-            src_index = e.cell_index - (1 if injected is not None and e.cell_index > injected else 0)
-            st.status, st.failed_cell = "failed", src_index
+            src_index = _failed_source_index(nb_out)
+            st.status, st.failed_cell = "failed", e.cell_index if src_index is None else src_index
             st.error = f"{e.ename}: {e.evalue}"
         except Exception as e:  # kernel died, notebook unreadable, ...: recorded, the others go on
             st.status, st.error = "failed", f"{type(e).__name__}: {e}"
