@@ -75,6 +75,9 @@ def test_shuffle_records_order_and_scores(tmp_path, st):
     df = run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False, shuffle_seed=3, score=True)
     extra = json.loads(df["extra"][0])
     assert sorted(extra["order"]) == [0, 1, 2, 3] and extra["order"] != [0, 1, 2, 3]
+    # shown as a new video: increasing instants for the model, the source instants travel in t_source
+    assert extra["t"] == sorted(extra["t"]) and sorted(extra["t_source"]) == extra["t"]
+    assert extra["t_source"] != extra["t"]
     scores = json.loads(df["scores"][0])
     assert scores[df["pred"][0]] == 1.0
     again = run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False, shuffle_seed=3, score=True)

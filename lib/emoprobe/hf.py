@@ -199,6 +199,9 @@ class HFBackend(Backend):
         kw = dict(dtype=dtype, attn_implementation=attn, **common)
         if self.device.type == "cuda":
             kw["device_map"] = "auto" if dev == "cuda" else dev
+        # no weight-loading progress bar (it lands on stderr in notebooks and logs); restored afterwards
+        bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()
         try:
             try:
                 model = AutoModelForImageTextToText.from_pretrained(self.path, **kw)
@@ -217,6 +220,9 @@ class HFBackend(Backend):
             if _is_oom(e):
                 raise
             raise ModelError(f"model {self.name!r}: cannot load weights: {type(e).__name__}: {e}") from e
+        finally:
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
         if self.device.type != "cuda":
             model = model.to(self.device)
         self._setup(model)

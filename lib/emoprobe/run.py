@@ -119,6 +119,13 @@ def _item_hash(row: dict, st: _store.RunStore) -> str:
     return st.content_hash(row["path"])
 
 
+# How shuffled frames are timed for the model: "as_new_video" = the permuted frames are shown at the sorted
+# sampled instants (frame i at the i-th instant), as if the shuffled frames had been saved as a new video (what
+# the paper's frame-shuffle test does). Keeping each frame's source instant instead would leak the true order
+# to models that read timestamps (Qwen3-VL writes them as text) and change the apparent frame rate.
+SHUFFLE_TIMING = "as_new_video"
+
+
 def _clip_seed(shuffle_seed: int, clip_id: str) -> int:
     return int(hashlib.sha256(f"{int(shuffle_seed)}:{clip_id}".encode()).hexdigest()[:8], 16)
 
@@ -327,6 +334,8 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
     text = _prompt_text(prompt, labs)
     setting = {"task": "classify", "sampling": samp_key, "transform": transform, "prompt": prompt,
                "labels": labs, "seed": seed, "shuffle_seed": shuffle_seed, "score": bool(score)}
+    if shuffle_seed is not None:
+        setting["shuffle_timing"] = SHUFFLE_TIMING
     run = run_name or _run_name("classify", display, fp, setting, all_ids)
     st.start_run(run, {"model": display, "fingerprint": fp, **setting, "shard": shard, "n_clips": len(manifest)})
     code = _store.input_code_version()
@@ -342,21 +351,28 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
             content, err = None, f"cannot read clip {row['path']}: {_first_line(e)}"
         k = _store.key(task="classify", model=fp, item={"clip_id": cid, "sha256": content}, sampling=samp_key,
                        transform=transform, prompt=text, labels=labs, seed=seed, shuffle_seed=shuffle_seed,
-                       score=bool(score), code=code)
+                       score=bool(score), code=code,
+                       **({"shuffle_timing": SHUFFLE_TIMING} if shuffle_seed is not None else {}))
 
         def prepare(row=row, cid=cid):
             from emoprobe import sampling as _sampling
 
             s = dict(sampling)
             fr = _sampling.sample(row["path"], s.pop("strategy", "fps"), **s)
+            t_source = None
             if shuffle_seed is not None:
                 fr = _sampling.shuffle(fr, _clip_seed(shuffle_seed, cid))
+                # SHUFFLE_TIMING: the shuffled frames are shown as a new video, frame i at the i-th sampled
+                # instant (as the paper did); their source instants are kept in `extra.t_source`
+                t_source = np.asarray(fr.t, float)
+                fr.t = np.sort(t_source)
             if transform != "none":
                 from emoprobe import transforms
 
                 fr = transforms.apply(transform, fr, gt=_load_gt(row))
             info = {"n_frames": len(fr), "capped": bool(fr.capped),
                     "extra": {"t": np.round(np.asarray(fr.t, float), 4).tolist(),
+                              **({"t_source": np.round(t_source, 4).tolist()} if t_source is not None else {}),
                               **({"order": np.asarray(fr.order).tolist()} if shuffle_seed is not None else {}),
                               **({"cap_reason": fr.cap_reason} if getattr(fr, "cap_reason", None) else {})}}
             return ClassifyRequest(frames=fr.frames, t=fr.t, labels=labs, prompt=text), info
