@@ -611,9 +611,11 @@ def _identity(rng: np.random.Generator, size: int) -> dict:
         "mouth_dy": round(float(rng.uniform(0.27, 0.35)), 4), "mouth_w": round(float(rng.uniform(0.25, 0.33)), 4),
         "lip_up": round(float(rng.uniform(0.045, 0.07)), 4), "lip_lo": round(float(rng.uniform(0.055, 0.09)), 4),
         "age_lines": round(float(rng.uniform(0.0, 0.35)), 4),
-        "scale": round(float(size * rng.uniform(0.2, 0.25)), 3),
-        "cx": round(float(size * (0.5 + rng.uniform(-0.06, 0.06))), 3),
-        "cy": round(float(size * (0.47 + rng.uniform(-0.05, 0.05))), 3),
+        # Face-aligned crops, like the clips DFER models consume (DFEW's clip_224x224, MAFW's cropped faces):
+        # the face fills most of the frame, with small misalignments.
+        "scale": round(float(size * rng.uniform(0.33, 0.37)), 3),
+        "cx": round(float(size * (0.5 + rng.uniform(-0.03, 0.03))), 3),
+        "cy": round(float(size * (0.5 + rng.uniform(-0.03, 0.03))), 3),
     }
 
 
