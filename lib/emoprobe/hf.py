@@ -621,7 +621,8 @@ class HFBackend(Backend):
             if pos is not None:
                 fwd["position_ids"] = pos
             out = self.model(**fwd, use_cache=True)
-            cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+            # transformers 5 names it `cache` (reading `past_key_values` logs a deprecation); older: past_key_values
+            cache = out.cache if "cache" in out else getattr(out, "past_key_values", None)
             first = torch.log_softmax(out.logits[:, -1, :].float(), -1)  # (B, V)
             n_lab = max(len(ls) for ls in label_sets)
             result: list[list[tuple[float, int]]] = [[] for _ in range(B)]
