@@ -112,7 +112,7 @@ def test_frame_folder_parity_with_video(video_fixture, folder_fixture):
         assert d.indices.tolist() == v.indices.tolist()
         np.testing.assert_allclose(d.t, v.t, atol=1e-6)
         assert frame_index(d.frames).tolist() == frame_index(v.frames).tolist()
-        assert d.source_fps == 25 and d.n_source == 75 and d.decoder == "cv2"
+        assert d.source_fps == 25 and d.n_source == 75 and d.decoder == "pillow"
     kv, gv = sampling.keyframes_gaps(video_fixture)
     kd, gd = sampling.keyframes_gaps(folder_fixture)
     assert kv.indices.tolist() == kd.indices.tolist()

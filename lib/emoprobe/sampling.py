@@ -206,7 +206,7 @@ class _PyAVSource(_Source):
 
 class _FolderSource(_Source):
     kind = "folder"
-    decoder = "cv2"
+    decoder = "pillow"
 
     def __init__(self, path: Path, folder_fps: float):
         super().__init__(path)
@@ -225,18 +225,22 @@ class _FolderSource(_Source):
         self.duration = round(self.n / self.fps, 6)
 
     def read(self, indices):
-        import cv2
+        # Pillow, not cv2.imread: inside a Jupyter kernel that has loaded matplotlib, OpenCV's bundled libpng
+        # failed on valid PNG files ("libpng error: bad parameters to zlib")
+        from PIL import Image
 
         out = []
         for i in indices:
             f = self.files[int(i)]
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DataError(f"{f}: unreadable image in frame folder {self.path}")
+            try:
+                with Image.open(f) as im:
+                    img = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError) as e:
+                raise DataError(f"{f}: unreadable image in frame folder {self.path} ({e})") from e
             if out and img.shape != out[0].shape:
                 raise DataError(f"{f}: size {img.shape[1]}x{img.shape[0]} differs from the folder's other frames "
                                 f"{out[0].shape[1]}x{out[0].shape[0]}")
-            out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            out.append(img)
         return np.stack(out).astype(np.uint8, copy=False)
 
 
