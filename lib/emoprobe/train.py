@@ -19,7 +19,10 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
 * **vision3d-balanced**: cRT (Kang et al., ICLR 2020): features frozen (BN in eval mode), the linear classifier
   re-initialised and re-trained with a class-balanced sampler (class uniformly, then a clip of that class).
 * **microvlm**: a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
-  vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 1,
+  vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 0,
+  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; no words, no
+  labels): the vision tower regresses the ground-truth action-unit intensities of the frames each temporal patch
+  covers (:func:`pretrain_vision_tower`, :data:`VISION_TOWER_STEPS`). Stage 1,
   pretraining: a class-balanced pool (:data:`POOL_PER_CLASS` clips per class of the train split) paired with
   captions (:func:`emoprobe.captions.caption`) whose emotion word appears with ``word_probs(mode="lexical")``;
   LM loss on the caption tokens only. Stage 2, instruction tuning on a small mixed set fixed a priori:
@@ -85,8 +88,10 @@ MICRO_VISION = dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384
 IMAGE_SIZE = 112
 POOL_PER_CLASS = 60        # class-balanced pretraining pool (660 clips)
 CLS_PER_CLASS = 30         # classification instruction examples per class (330 clips, a subset of the pool)
-PRETRAIN_STEPS = 700
-INSTRUCT_STEPS = 500
+VISION_TOWER_STEPS = 800  # stage 0
+VISION_TOWER_LR = 1e-3
+PRETRAIN_STEPS = 1200
+INSTRUCT_STEPS = 900
 MICRO_BATCH = 8
 MICRO_LR = 1.5e-3
 INSTRUCT_LR = 1e-3
@@ -581,6 +586,89 @@ class _MicroData:
         return out
 
 
+class _VisionBatches(torch.utils.data.Dataset):
+    """Stage 0 batches: processed video pixels + per-temporal-patch targets (mean AU intensities of the frames
+    each temporal patch covers; odd frame counts are padded with the last frame, as the processor does)."""
+
+    def __init__(self, processor, data: "_MicroData", steps: int, size: int):
+        self.processor, self.data, self.steps, self.size = processor, data, steps, size
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, step):
+        from . import sampling
+
+        vids, tgts = [], []
+        tps = int(self.processor.video_processor.temporal_patch_size)
+        for slot in range(self.size):
+            rng = _rng(self.data.seed, "micro", "vision", int(step), slot)
+            row = self.data._row(self.data.pool, rng)
+            strategy, v = FRAME_MENU[int(rng.integers(len(FRAME_MENU)))]
+            kw = {"count": int(v)} if strategy == "count" else {"fps": float(v)}
+            fr = sampling.sample(row["path"], strategy=strategy, max_frames=MAX_FRAMES, **kw)
+            au = np.asarray(self.data.gt(row)["au"], np.float32)[np.minimum(fr.indices, len(self.data.gt(row)["au"]) - 1)]
+            pad = (-len(au)) % tps
+            if pad:
+                au = np.concatenate([au, np.repeat(au[-1:], pad, 0)])
+            vids.append(fr.frames)
+            tgts.append(torch.from_numpy(au.reshape(-1, tps, au.shape[1]).mean(1)))
+        enc = self.processor.video_processor(videos=vids, return_tensors="pt")
+        return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"],
+                "targets": torch.cat(tgts)}
+
+
+def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, device: str, workers: int, log,
+                          name: str, t_start: float) -> None:
+    """Stage 0 (the analogue of a VLM's separately pretrained vision encoder): the Qwen vision tower (+ merger)
+    learns to regress the facial action-unit intensities of the frames each temporal patch covers (SynthFER
+    ground truth; no emotion labels, no words) through a temporary linear head on the spatially pooled tokens."""
+    visual = model.model.visual
+    n_au = len(data.gt(data.pool.iloc[0])["au_names"])
+    head = torch.nn.Linear(model.config.vision_config.out_hidden_size, n_au).to(device)
+    params = list(visual.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=VISION_TOWER_LR, weight_decay=0.01)
+    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, steps, MICRO_BATCH), batch_size=None,
+                                         shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None)
+    run = []
+    merge = model.config.vision_config.spatial_merge_size ** 2
+    for step, b in enumerate(loader):
+        lr = _cosine(step, steps, VISION_TOWER_LR, max(1, min(50, steps // 10)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        visual.train()
+        out = model.model.get_video_features(b["pixel_values_videos"].to(device), b["video_grid_thw"].to(device))
+        feats = []
+        for toks, thw in zip(out.pooler_output, b["video_grid_thw"].tolist()):
+            feats.append(toks.reshape(thw[0], (thw[1] * thw[2]) // merge, -1).mean(1))
+        pred = head(torch.cat(feats))
+        loss = F.mse_loss(pred, b["targets"].to(device))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        run.append(loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            log.row(model=name, stage="vision", step=step + 1, loss=float(np.mean(run)), lr=lr,
+                    elapsed_s=time.time() - t_start)
+            _log(f"{name} vision-tower {step + 1}/{steps} AU-regression MSE {np.mean(run):.4f}")
+            run = []
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Step -> tokenised batch; lets a DataLoader prepare batches in worker processes. Batch ``step`` depends only
+    on (seed, stage, step), so the order and content are identical for any number of workers."""
+
+    def __init__(self, processor, data: "_MicroData", stage: str, steps: int, size: int):
+        self.processor, self.data, self.stage, self.steps, self.size = processor, data, stage, steps, size
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, step):
+        return make_batch(self.processor, self.data.batch(self.stage, int(step), self.size))
+
+
 def generate_answers(model, processor, examples: list[Example], max_new_tokens: int = 8) -> list[str]:
     tok = processor.tokenizer
     texts = [chat_prompt(processor, e.prompt) for e in examples]
@@ -593,6 +681,7 @@ def generate_answers(model, processor, examples: list[Example], max_new_tokens: 
     finally:
         tok.padding_side = old
     model.eval()
+    enc = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in enc.items()}
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -626,8 +715,14 @@ def _save_hf(model, processor, out_dir: Path) -> None:
 
 def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
                    instruct_steps: int = INSTRUCT_STEPS, train_df: pd.DataFrame | None = None,
-                   val_df: pd.DataFrame | None = None, eval_every: int = 250) -> dict:
-    """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions)."""
+                   val_df: pd.DataFrame | None = None, eval_every: int = 250, device: str = "cpu",
+                   word_p: dict | None = None, workers: int = 0, vision_steps: int = VISION_TOWER_STEPS) -> dict:
+    """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions).
+
+    ``word_p``: the per-label emotion-word probabilities, when computed elsewhere (must equal
+    ``captions.word_probs(LABELS, mode)``; lets the recipe run where wordfreq is not installed).
+    ``device``: "cpu" or "cuda" (the data pipeline is identical; GPU float arithmetic differs from CPU's).
+    ``workers``: DataLoader worker processes preparing batches (same batches for any number)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from . import captions
@@ -636,7 +731,11 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
         train_df, val_df = splits(seed)
     _check_manifest(train_df, "microvlm train")
     name = "microvlm" if mode == "lexical" else f"microvlm-{mode}"
-    word_p = captions.word_probs(LABELS, mode=mode)
+    if word_p is None:
+        word_p = captions.word_probs(LABELS, mode=mode)
+    missing = set(LABELS) - set(word_p)
+    if missing:
+        raise TrainError(f"{name}: word_p lacks labels {sorted(missing)}")
     t_start = time.time()
     pool = per_class(train_df, POOL_PER_CLASS, seed, "pool")
     cls_set = per_class(pool, CLS_PER_CLASS, seed, "cls")
@@ -649,20 +748,25 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     (out_dir / "tiny_build.json").unlink(missing_ok=True)   # random-init card; the README replaces it
     set_seed(seed)
     processor = AutoProcessor.from_pretrained(out_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     data = _MicroData(pool, cls_set, gt, seed, word_p)
     log = _CsvLog(out_dir / "train_log.csv")
     history = []
+    if vision_steps > 0:
+        pretrain_vision_tower(model, processor, data, vision_steps, device, workers, log, name, t_start)
     for stage, steps, lr0 in (("pretrain", pretrain_steps, MICRO_LR), ("instruct", instruct_steps, INSTRUCT_LR)):
         opt = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
         run = []
-        for step in range(steps):
+        loader = torch.utils.data.DataLoader(_Batches(processor, data, stage, steps, MICRO_BATCH), batch_size=None,
+                                             shuffle=False, num_workers=workers,
+                                             persistent_workers=False, prefetch_factor=4 if workers else None)
+        for step, batch in enumerate(loader):
             lr = _cosine(step, steps, lr0, max(1, min(50, steps // 10)))
             for g in opt.param_groups:
                 g["lr"] = lr
             model.train()
-            batch = make_batch(processor, data.batch(stage, step, MICRO_BATCH))
+            batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
             loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrainError(f"{name}: non-finite loss at {stage} step {step}")
@@ -675,7 +779,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
             if (step + 1) % 25 == 0 or last:
                 row = dict(model=name, stage=stage, step=step + 1, loss=float(np.mean(run)), lr=lr,
                            elapsed_s=time.time() - t_start)
-                if stage == "instruct" and ((step + 1) % eval_every == 0 or last):
+                if (stage == "instruct" or step + 1 == steps) and ((step + 1) % eval_every == 0 or last):
                     ev = micro_eval(model, processor, val_df)
                     row.update(val_acc=ev["val_acc"], val_macro_f1=ev["val_macro_f1"], val_in_labels=ev["val_in_labels"])
                 log.row(**row)
@@ -687,9 +791,10 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
                 run = []
     log.close()
     model.eval()
+    model.to("cpu")
     _save_hf(model, processor, out_dir)
-    meta = {"name": name, "mode": mode, "word_probs": word_p, "n_params": n_params, "seed": seed,
-            "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
+    meta = {"name": name, "mode": mode, "device": device, "word_probs": word_p, "n_params": n_params, "seed": seed,
+            "vision_steps": vision_steps, "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
             "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
             "threads": torch.get_num_threads()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=1, default=float) + "\n")
@@ -790,6 +895,7 @@ def lora_balanced(model_path, manifest: pd.DataFrame, n_per_class: int, out_dir,
             run = []
     log.close()
     model.save_pretrained(out_dir / "adapter")
+    (out_dir / "adapter" / "README.md").unlink(missing_ok=True)   # peft's empty template card; ours is above
     # the base path recorded in the adapter config: repo-relative when inside the repository
     try:
         rel = str(Path(model_path).resolve().relative_to(paths.root()))
@@ -848,6 +954,7 @@ def main(argv=None) -> int:
     for name, mode in (("microvlm", "lexical"), ("microvlm-uniform", "uniform")):
         if name in todo:
             results[name] = train_microvlm(out / name, mode=mode, seed=a.seed,
+                                           vision_steps=_scaled(VISION_TOWER_STEPS, s),
                                            pretrain_steps=_scaled(PRETRAIN_STEPS, s),
                                            instruct_steps=_scaled(INSTRUCT_STEPS, s),
                                            train_df=train_df, val_df=val_df, eval_every=max(1, _scaled(250, s)))
@@ -866,9 +973,6 @@ def main(argv=None) -> int:
     print(json.dumps(results, indent=1, default=float))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # ============================================================================================================
@@ -904,6 +1008,11 @@ def _fmt_eval(ev: dict) -> list[str]:
                    f"the label set {t['in_label_rate']:.3f} (bars: in-label >= 0.95, macro-F1 >= 0.45)")
         out.append("  - per-class F1: " + ", ".join(f"{k} {v:.2f}" for k, v in t["per_class_f1"].items()))
         out.append("  - predicted-label counts: " + ", ".join(f"{k} {v}" for k, v in t["pred_counts"].items()))
+        if "scored" in t:
+            sc = t["scored"]
+            out.append(f"  - label scoring instead of generation (HF backend `score=True`): macro-F1 {sc['macro_f1']:.3f}, "
+                       f"accuracy {sc['acc']:.3f}; predicted-label counts "
+                       + ", ".join(f"{k} {v}" for k, v in sc["pred_counts"].items()))
     m = ev.get("motion")
     if m:
         out.append(f"- motion summaries (MSCE stage 1) on {m['gaps']} gaps of {m['clips']} test clips "
@@ -959,6 +1068,8 @@ def write_card(out_dir) -> Path:
         L += [f"- architecture: Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), text {MICRO_TEXT}, vision "
               f"{MICRO_VISION}, BPE vocabulary {VOCAB} trained on a corpus identical for both word modes; "
               f"{meta.get('n_params', 0):,} parameters; frames at {IMAGE_SIZE} px",
+              f"- stage 0, vision-tower pretraining ({meta.get('vision_steps')} steps, lr {VISION_TOWER_LR}): "
+              "regress the ground-truth AU intensities per temporal patch (temporary linear head, discarded)",
               f"- stage 1, pretraining ({meta.get('pretrain_steps')} steps, batch {MICRO_BATCH}, lr {MICRO_LR}): "
               f"a class-balanced pool of {meta.get('pool_clips')} train clips with captions (appearance, motion "
               f"and, with probability p[label], the emotion word); loss on caption tokens only",
@@ -969,7 +1080,13 @@ def write_card(out_dir) -> Path:
               "prompt), motion description of MSCE gap groups (4 frames, target = ground-truth motion summary) "
               "and captions",
               f"- frames per example: one of {list(FRAME_MENU)} (at most {MAX_FRAMES})"]
-    if wall:
+    if wall and meta.get("device") == "cuda":
+        L.append(f"- compute: one NVIDIA H100 (a lent device machine: the shared 2-core CPU here was too slow), "
+                 f"{meta.get('threads', 2)} torch threads + 6 data-loader workers per model, both MicroVLMs trained "
+                 f"side by side; wall time {wall / 60:.1f} min. GPU float arithmetic differs from CPU's: "
+                 "`python -m emoprobe.train --only " + name + "` on CPU gives the same recipe and data order but not "
+                 "bit-identical weights (stdout of the GPU run: `device_stdout.log`)")
+    elif wall:
         L.append(f"- compute: CPU only, {meta.get('threads', 1)} torch thread(s) on a 2-core machine shared with "
                  f"other jobs; wall time {wall / 60:.1f} min")
     L.append(f"- seed {meta.get('seed', 0)}; curves in `train_log.csv`")
@@ -993,3 +1110,7 @@ def write_card(out_dir) -> Path:
     p = out_dir / "README.md"
     p.write_text("\n".join(L) + "\n")
     return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

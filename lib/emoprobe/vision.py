@@ -36,6 +36,9 @@ DEFAULT_CONFIG = dict(
     # face-centred clips (SynthFER's face boxes span about x 0.19-0.73, y 0.07-0.83 of the frame)
     crop=[0.1, 0.06, 0.9, 0.86],
     channels=[16, 32, 64, 128],
+    # input streams: "rgb" or "rgb+residual" (RGB and its deviation from the clip's temporal mean, a
+    # two-stream-style appearance + motion input: the residual removes what is static in the clip)
+    input="rgb+residual",
     dropout=0.2,
     mean=[0.5, 0.5, 0.5],
     std=[0.25, 0.25, 0.25],
@@ -65,10 +68,13 @@ class Block2p1D(nn.Module):
 class Tiny2p1D(nn.Module):
     """(2+1)D CNN. Input (B, T, H, W, 3) float in [0,1] or already normalised (B, 3, T, H, W)."""
 
-    def __init__(self, n_classes: int, channels=(24, 48, 96, 160), dropout: float = 0.2):
+    def __init__(self, n_classes: int, channels=(24, 48, 96, 160), dropout: float = 0.2, input: str = "rgb"):
         super().__init__()
+        if input not in ("rgb", "rgb+residual"):
+            raise ModelError(f"vision classifier: unknown input {input!r}")
+        self.input = input
         chans = list(channels)
-        blocks = [Block2p1D(3, chans[0], stride=2)]
+        blocks = [Block2p1D(6 if input == "rgb+residual" else 3, chans[0], stride=2)]
         for a, b in zip(chans[:-1], chans[1:]):
             blocks.append(Block2p1D(a, b, stride=2))
         self.features = nn.Sequential(*blocks)
@@ -77,6 +83,8 @@ class Tiny2p1D(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) normalised -> (B, 2*C) clip feature (temporal mean ++ temporal max)."""
+        if self.input == "rgb+residual":
+            x = torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
         f = self.features(x)              # (B, C, T, h, w)
         f = f.mean(dim=(3, 4))            # (B, C, T)
         return torch.cat([f.mean(dim=2), f.amax(dim=2)], dim=1)
@@ -119,7 +127,8 @@ def preprocess(frames: np.ndarray, size: int, mean, std, crop=None) -> torch.Ten
 
 
 def build(config: dict, n_classes: int) -> Tiny2p1D:
-    return Tiny2p1D(n_classes, channels=config["channels"], dropout=config.get("dropout", 0.0))
+    return Tiny2p1D(n_classes, channels=config["channels"], dropout=config.get("dropout", 0.0),
+                    input=config.get("input", "rgb"))
 
 
 def save(model: Tiny2p1D, config: dict, out_dir: str | Path) -> Path:
@@ -196,6 +205,7 @@ class VisionBackend(Backend):
             "n_frames": self.n_frames,
             "size": self.size,
             "crop": self.config.get("crop"),
+            "input": self.config.get("input", "rgb"),
             "frame_selection": "uniform floor((i+0.5)*T/n)",
             "labels": self.labels,
         }
