@@ -15,6 +15,8 @@ def test_synthfer_spec_balanced_test_and_limit():
     one = data.from_spec({**spec, "limit": 1}, "test")
     assert len(one) == 11 and (one["label"].value_counts() == 1).all()
     assert set(one["clip_id"]) <= set(test["clip_id"])
+    # the train split keeps its long-tailed distribution whatever the evaluation subset
+    assert len(data.from_spec({**spec, "limit": 1}, "train")) == len(data.from_spec(spec, "train")) == 22
 
 
 def test_unknown_names_and_missing_root_are_clear():

@@ -483,7 +483,8 @@ def from_spec(spec: dict, split: str = "test") -> pd.DataFrame:
       Without ``n_per_class`` the dataset's own split files are used as they are.
     * ``{"name": "manifest", "csv": ..., "label_set": ...}`` — rows whose ``split`` equals ``split`` (all rows
       if the CSV has no split column).
-    ``limit`` (optional) keeps the first ``limit`` clips per class of the result, in a stable order (smoke runs).
+    ``limit`` (optional) keeps the first ``limit`` clips per class of the TEST split, in a stable order (a seeded
+    evaluation subset for small compute); the train split is never cut, its class distribution is the point.
     """
     spec = dict(spec)
     name = str(spec.pop("name", "")).lower()
@@ -523,7 +524,7 @@ def from_spec(spec: dict, split: str = "test") -> pd.DataFrame:
             df = df[df["split"] == split]
     else:
         raise ValueError(f"unknown dataset name {name!r} in spec; known: synthfer, mafw, dfew, manifest")
-    if limit is not None:
+    if limit is not None and split == "test":
         df = (df.sort_values("clip_id", kind="stable").groupby("label", sort=False, group_keys=False)
                 .head(int(limit)))
     return df.reset_index(drop=True)
