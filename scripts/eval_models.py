@@ -89,6 +89,7 @@ def eval_vlm(name: str, test, val, options) -> dict:
     for opt in options:
         _, p = classify(b, val, opt)
         val_res[opt] = scores(list(val["label"]), p)["macro_f1"]
+        print(f"  [{name}] val @ {opt}: macro-F1 {val_res[opt]:.3f} ({time.time() - t0:.0f} s)", flush=True)
     best = max(options, key=lambda o: (val_res[o], -options.index(o)))
     out = {"val_macro_f1_by_sampling": val_res, "chosen_on_val": best, "test": {}}
     for opt in dict.fromkeys([best, "count:8"]):
@@ -102,6 +103,7 @@ def eval_vlm(name: str, test, val, options) -> dict:
         r["scored"] = scores(list(test["label"]), ps)
         r["scored"]["pred_counts"] = {l: int(sum(x == l for x in ps)) for l in LABELS}
         out["test"][opt] = r
+        print(f"  [{name}] test @ {opt} done ({time.time() - t0:.0f} s)", flush=True)
     out["seconds"] = round(time.time() - t0, 1)
     return out
 
