@@ -198,3 +198,14 @@ def test_prediction_entropy():
     assert e["entropy"] == 0 and e["n_other"] == 1 and e["counts"]["a"] == 9
     e = M.prediction_entropy(["a", "a", "b", "c"], list("abc"))
     assert e["entropy"] == pytest.approx(stats.entropy([2, 1, 1], base=2)) and e["max"] == math.log2(3)
+
+
+def test_top_answer_share_and_uninformative():
+    import pandas as pd
+
+    from emoprobe import metrics
+
+    df = pd.DataFrame({"pred": ["neutral"] * 19 + [None]})
+    assert metrics.top_answer_share(df) == 0.95 and metrics.is_uninformative(df)
+    df2 = pd.DataFrame({"pred": ["neutral"] * 9 + ["anger"]})
+    assert metrics.top_answer_share(df2) == 0.9 and not metrics.is_uninformative(df2)

@@ -423,3 +423,23 @@ def prediction_entropy(preds, labels: Sequence[str]) -> dict:
     hmax = math.log2(len(labels))
     return {"entropy": h, "max": hmax, "normalized": h / hmax if hmax > 0 else float("nan"),
             "counts": counts, "n": int(len(s)), "n_other": int(len(s) - len(valid))}
+
+
+# The share of clips given one and the same answer above which a model is called uninformative: its "per-class
+# F1", "Δ under shuffling" or "gain from MSCE" then describe its prior, not what it saw. Chapters treat such a
+# model's verdicts as inconclusive (the rule is stated in each chapter before its result).
+UNINFORMATIVE_SHARE = 0.95
+
+
+def top_answer_share(df, pred: str = "pred") -> float:
+    """Share of rows whose answer is the most common one (failed/unparsed rows count as one answer, 'OTHER')."""
+    import pandas as pd
+
+    answers = df[pred].where(df[pred].notna(), "OTHER") if len(df) else pd.Series(dtype=object)
+    return float(answers.value_counts(normalize=True).iloc[0]) if len(answers) else float("nan")
+
+
+def is_uninformative(df, pred: str = "pred", share: float = UNINFORMATIVE_SHARE) -> bool:
+    """True when one answer covers at least ``share`` of the clips (see :data:`UNINFORMATIVE_SHARE`)."""
+    s = top_answer_share(df, pred)
+    return bool(s == s and s >= share)
