@@ -83,6 +83,9 @@ def test_executed_notebooks_keep_tags_and_glue(smoke_book):
         assert glued, f"{src.name}: no glued values (numbers in prose must be glued)"
         errors = [o for c in nb_out.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert not errors, f"{src.name}: error outputs {errors[0].get('ename')}"
+        stderr = [o.get("text", "")[:300] for c in nb_out.cells if c.cell_type == "code" for o in c.outputs
+                  if o.get("name") == "stderr"]
+        assert not stderr, f"{src.name}: stderr in the book (fix the warning at its source): {stderr[0]}"
 
 
 @pytest.fixture(scope="module")
