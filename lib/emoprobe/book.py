@@ -167,12 +167,41 @@ class _PeakRSS:
         self._t.join()
 
 
+def _describe(x) -> str:
+    """Short text for a model or dataset spec on the status page (never an API key: specs hold env-var names)."""
+    if isinstance(x, dict):
+        if "name" in x and "model" in x:
+            return f"{x['name']} ({x['model']})"
+        return ", ".join(f"{k}={v}" for k, v in x.items() if not isinstance(v, (dict, list)))
+    return str(x)
+
+
 def _listify(v) -> list:
     if v is None:
         return []
     if isinstance(v, (list, tuple)):
-        return [json.dumps(x, sort_keys=True) if isinstance(x, dict) else str(x) for x in v]
-    return [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)]
+        return [_describe(x) for x in v]
+    if isinstance(v, dict) and v and all(isinstance(x, (dict, list, type(None))) for x in v.values()):
+        # roles -> spec(s), e.g. chapter 02's {"vlm": {...}, "vlm_others": [...], ...}
+        return [f"{role}: {_describe(x)}" for role, xs in v.items() if xs
+                for x in (xs if isinstance(xs, list) else [xs])]
+    return [_describe(v)]
+
+
+def effective_parameters(nb_path: Path, params: dict) -> dict:
+    """The notebook's own defaults overlaid by the profile's parameters: what the chapter really ran with."""
+    import ast
+
+    import papermill
+
+    out = {}
+    for name, info in papermill.inspect_notebook(str(nb_path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = info["default"]
+    out.update(params)
+    return out
 
 
 _ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
@@ -213,8 +242,9 @@ def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterS
         if old.get("hash") == digest and old.get("status") == "ok":
             old["status"] = "up-to-date"
             return ChapterStatus(**old)
+    used = effective_parameters(nb_in, params)
     st = ChapterStatus(chapter=chapter, profile=profile, status="ok", hash=digest, device=device_name(),
-                       models=_listify(params.get("models")), datasets=_listify(params.get("dataset")),
+                       models=_listify(used.get("models")), datasets=_listify(used.get("dataset")),
                        executed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), git_commit=git_commit(),
                        versions=versions())
     out_dir().mkdir(parents=True, exist_ok=True)
