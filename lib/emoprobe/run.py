@@ -119,6 +119,23 @@ def _item_hash(row: dict, st: _store.RunStore) -> str:
     return st.content_hash(row["path"])
 
 
+def _content(row: dict, st: _store.RunStore) -> tuple[str | None, str | None]:
+    """``(content hash, None)``, or ``(None, reason)`` when the clip cannot be read (recorded as failed)."""
+    try:
+        return _item_hash(row, st), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"cannot read clip {row['path']}: {_first_line(e)}"
+
+
+def _open_run(st: _store.RunStore, task: str, display: str, fp: dict, setting: dict, all_ids, run_name,
+              shard, n_clips: int) -> tuple[str, str, dict]:
+    """Register the run; returns its name, the input-code version and the metadata stored with every answer."""
+    run = run_name or _run_name(task, display, fp, setting, all_ids)
+    st.start_run(run, {"model": display, "fingerprint": fp, **setting, "shard": shard, "n_clips": n_clips})
+    meta = {"task": task, "model": display, "setting": _store.canonical_json(setting)}
+    return run, _store.input_code_version(), meta
+
+
 # How shuffled frames are timed for the model: "as_new_video" = the permuted frames are shown at the sorted
 # sampled instants (frame i at the i-th instant), as if the shuffled frames had been saved as a new video (what
 # the paper's frame-shuffle test does). Keeping each frame's source instant instead would leak the true order
@@ -336,19 +353,12 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
                "labels": labs, "seed": seed, "shuffle_seed": shuffle_seed, "score": bool(score)}
     if shuffle_seed is not None:
         setting["shuffle_timing"] = SHUFFLE_TIMING
-    run = run_name or _run_name("classify", display, fp, setting, all_ids)
-    st.start_run(run, {"model": display, "fingerprint": fp, **setting, "shard": shard, "n_clips": len(manifest)})
-    code = _store.input_code_version()
-    meta = {"task": "classify", "model": display, "setting": _store.canonical_json(setting)}
+    run, code, meta = _open_run(st, "classify", display, fp, setting, all_ids, run_name, shard, len(manifest))
 
     items = []
     for row in manifest.to_dict("records"):
         cid = str(row["clip_id"])
-        err = None
-        try:
-            content = _item_hash(row, st)
-        except Exception as e:  # noqa: BLE001
-            content, err = None, f"cannot read clip {row['path']}: {_first_line(e)}"
+        content, err = _content(row, st)
         k = _store.key(task="classify", model=fp, item={"clip_id": cid, "sha256": content}, sampling=samp_key,
                        transform=transform, prompt=text, labels=labs, seed=seed, shuffle_seed=shuffle_seed,
                        score=bool(score), code=code,
@@ -397,18 +407,11 @@ def describe(model, manifest: pd.DataFrame, sampling: dict | None = None, prompt
     samp_key = _sampling_spec(sampling)
     text = _prompts.DESCRIBE.get(prompt, prompt)
     setting = {"task": "describe", "sampling": samp_key, "prompt": prompt, "seed": seed}
-    run = run_name or _run_name("describe", display, fp, setting, all_ids)
-    st.start_run(run, {"model": display, "fingerprint": fp, **setting, "shard": shard, "n_clips": len(manifest)})
-    code = _store.input_code_version()
-    meta = {"task": "describe", "model": display, "setting": _store.canonical_json(setting)}
+    run, code, meta = _open_run(st, "describe", display, fp, setting, all_ids, run_name, shard, len(manifest))
     items = []
     for row in manifest.to_dict("records"):
         cid = str(row["clip_id"])
-        err = None
-        try:
-            content = _item_hash(row, st)
-        except Exception as e:  # noqa: BLE001
-            content, err = None, f"cannot read clip {row['path']}: {_first_line(e)}"
+        content, err = _content(row, st)
         k = _store.key(task="describe", model=fp, item={"clip_id": cid, "sha256": content}, sampling=samp_key,
                        prompt=text, seed=seed, code=code)
 
