@@ -144,3 +144,9 @@ def test_describe_and_msce(tmp_path, st):
     b2 = FakeBackend()
     again = run.msce(b2, man, key_fps=1, m=4, store=st, progress=False)
     assert b2.calls == [] and b2.describe_calls == [] and again["cached"].iloc[:3].all()
+
+
+def test_unknown_transform_fails_fast(tmp_path, st):
+    man = manifest(tmp_path, n=1)
+    with pytest.raises(ValueError, match="transform 'red_circle'"):
+        run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False, transform="red_circle")

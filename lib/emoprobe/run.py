@@ -342,6 +342,11 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
     the clips of shard i. ``labels``: label-set name or list (default: the manifest's ``label_set``).
     """
     sampling = {"strategy": "fps", "fps": 5} if sampling is None else dict(sampling)
+    if transform != "none":
+        import importlib.util
+
+        if importlib.util.find_spec("emoprobe.transforms") is None:
+            raise ValueError(f"transform {transform!r}: emoprobe has no transforms module yet (only 'none')")
     manifest, all_ids = _prep_manifest(manifest, shard)
     labs = _label_list(labels, manifest)
     backend, display = load_backend(model)
