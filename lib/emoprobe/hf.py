@@ -132,6 +132,17 @@ def sampling_fps(t: np.ndarray) -> float:
     return float(1.0 / np.median(d)) if d.size else 1.0
 
 
+def _failed_slots(errs, n_vis, n_text) -> list:
+    """One slot per request: a failed Answer (with its token counts) where ``errs`` has a reason, else None."""
+    out: list = []
+    for e, v, t in zip(errs, n_vis, n_text):
+        a = Answer.failed(e) if e else None
+        if a is not None:
+            a.n_visual_tokens, a.n_text_tokens = v, t
+        out.append(a)
+    return out
+
+
 class HFBackend(Backend):
     """A transformers VLM behind the :class:`~emoprobe.models.Backend` protocol (see the module docstring)."""
 
@@ -507,10 +518,7 @@ class HFBackend(Backend):
         import torch
 
         inputs, texts, mode, keep, errs, n_vis_all, n_text_all, n_vis, n_text = self._split_long(reqs, self._prepare)
-        answers: list[Answer] = [Answer.failed(e) if e else None for e in errs]  # type: ignore[misc]
-        for i, e in enumerate(errs):
-            if e:
-                answers[i].n_visual_tokens, answers[i].n_text_tokens = n_vis_all[i], n_text_all[i]
+        answers = _failed_slots(errs, n_vis_all, n_text_all)
         if not keep:
             return answers
         kw = self._to_device(inputs)
@@ -580,10 +588,7 @@ class HFBackend(Backend):
         import torch
 
         inputs, texts, mode, keep, errs, n_vis_all, n_text_all, n_vis, n_text = self._split_long(reqs, self._prepare)
-        answers: list[Answer] = [Answer.failed(e) if e else None for e in errs]  # type: ignore[misc]
-        for i, e in enumerate(errs):
-            if e:
-                answers[i].n_visual_tokens, answers[i].n_text_tokens = n_vis_all[i], n_text_all[i]
+        answers = _failed_slots(errs, n_vis_all, n_text_all)
         if not keep:
             return answers
         kept = [reqs[i] for i in keep]

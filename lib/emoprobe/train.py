@@ -471,19 +471,25 @@ class Example:
     task: str = ""
 
 
+def _encode_left(processor, texts: list[str], examples: list[Example]):
+    """Processor call on texts + the examples' videos (with timing metadata), left padded."""
+    tok = processor.tokenizer
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        return processor(text=texts, videos=[e.frames for e in examples],
+                         video_metadata=[video_metadata(e.frames, e.t) for e in examples],
+                         return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = old_side
+
+
 def make_batch(processor, examples: list[Example]) -> dict:
     """Tokenised batch (left padded) with ``labels`` = -100 except the answer tokens and the end-of-turn token."""
     tok = processor.tokenizer
     eot = tok.eos_token or "<|im_end|>"
     texts = [chat_prompt(processor, e.prompt) + e.answer + eot for e in examples]
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        enc = processor(text=texts, videos=[e.frames for e in examples],
-                        video_metadata=[video_metadata(e.frames, e.t) for e in examples],
-                        return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = old_side
+    enc = _encode_left(processor, texts, examples)
     ids = enc["input_ids"]
     labels = torch.full_like(ids, -100)
     for i, e in enumerate(examples):
@@ -674,14 +680,7 @@ class _Batches(torch.utils.data.Dataset):
 def generate_answers(model, processor, examples: list[Example], max_new_tokens: int = 8) -> list[str]:
     tok = processor.tokenizer
     texts = [chat_prompt(processor, e.prompt) for e in examples]
-    old = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        enc = processor(text=texts, videos=[e.frames for e in examples],
-                        video_metadata=[video_metadata(e.frames, e.t) for e in examples],
-                        return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = old
+    enc = _encode_left(processor, texts, examples)
     model.eval()
     enc = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in enc.items()}
     with torch.no_grad():
