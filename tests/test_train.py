@@ -147,6 +147,50 @@ def test_microvlm_few_steps_fixed_batch(tiny_vlm, tiny_df):
     _decreasing(losses)
 
 
+def test_vision_targets_and_stage0_few_steps(tiny_vlm, tiny_df, tmp_path, monkeypatch):
+    """Stage 0 regresses landmarks (as fractions of the frame) + AU intensities; no label enters; weights move."""
+    import pandas as pd
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from emoprobe import synthfer
+
+    row = tiny_df.iloc[0]
+    gt = synthfer.load_gt(row)
+    y = train.vision_targets(gt, float(row["size"]))
+    assert y.shape == (len(gt["t"]), 26 * 2 + len(gt["au_names"]))
+    assert 0 < y[:, :52].min() and y[:, :52].max() < 1        # landmarks inside the frame
+    torch.manual_seed(0)
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+    before = {n: p.detach().clone() for n, p in model.model.visual.named_parameters()}
+    data = train._MicroData(tiny_df, tiny_df, train._GT(), 0, captions.word_probs(MAFW, "uniform"))
+    log = train._CsvLog(tmp_path / "log.csv")
+    train.pretrain_vision_tower(model, proc, data, 3, "cpu", 0, log, "t", 0.0, clips=tiny_df.head(6))
+    log.close()
+    rows = pd.read_csv(tmp_path / "log.csv")
+    assert list(rows["stage"]) == ["vision"] and np.isfinite(rows[["loss", "landmark_rmse_px"]].values).all()
+    moved = [n for n, p in model.model.visual.named_parameters() if not torch.equal(p, before[n])]
+    assert any(n.startswith("blocks.") for n in moved) and any(n.startswith("patch_embed") for n in moved)
+
+    # MicroVLM and its uniform control share stage 0 (no words in it): the second run reuses the first's tower
+    def fresh():
+        torch.manual_seed(0)
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+
+    monkeypatch.setenv("EMOPROBE_CACHE", str(tmp_path / "cache"))
+    a, b = fresh(), fresh()
+    la, lb = train._CsvLog(tmp_path / "a.csv"), train._CsvLog(tmp_path / "b.csv")
+    train._stage0(a, proc, data, 2, "cpu", 0, la, "a", 0.0, tiny_df.head(6))
+    assert len(list((tmp_path / "cache" / "train").glob("stage0_*.safetensors"))) == 1
+    train._stage0(b, proc, data, 2, "cpu", 0, lb, "b", 0.0, tiny_df.head(6))
+    la.close(), lb.close()
+    sa, sb = a.model.visual.state_dict(), b.model.visual.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert pd.read_csv(tmp_path / "a.csv")["loss"].tolist() == pd.read_csv(tmp_path / "b.csv")["loss"].tolist()
+    train._stage0(fresh(), proc, data, 3, "cpu", 0, train._CsvLog(tmp_path / "c.csv"), "c", 0.0, tiny_df.head(6))
+    assert len(list((tmp_path / "cache" / "train").glob("stage0_*.safetensors"))) == 2   # other steps: new key
+
+
 def test_lora_balanced_few_steps(tiny_vlm, tiny_df, tmp_path):
     meta = train.lora_balanced(tiny_vlm, tiny_df, 1, tmp_path / "lora", steps=3, seed=0, batch_size=2)
     assert meta["targets"] == ["q_proj", "v_proj"] and meta["clips"] == len(MAFW)

@@ -20,9 +20,14 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   re-initialised and re-trained with a class-balanced sampler (class uniformly, then a clip of that class).
 * **microvlm**: a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
   vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 0,
-  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; no words, no
-  labels): the vision tower regresses the ground-truth action-unit intensities of the frames each temporal patch
-  covers (:func:`pretrain_vision_tower`, :data:`VISION_TOWER_STEPS`). Stage 1,
+  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; here a face-alignment
+  encoder; no words, no labels): on every non-validation train clip, the vision tower regresses, per temporal
+  patch, the ground-truth positions of the 26 facial landmarks and the action-unit intensities of the frames it
+  covers, through a temporary linear head on the grid of merged tokens (:func:`pretrain_vision_tower`,
+  :data:`VISION_TOWER_STEPS`). The Qwen vision tower attends only within a temporal patch, so comparing frames
+  is left to the language model, as in Qwen2.5-VL. Stage 0 has no words, so both word modes share it
+  (:func:`_stage0` computes it once and reuses it). From stage 1 on the tower is frozen except its merger
+  (:data:`FREEZE_VISION`). Stage 1,
   pretraining: a class-balanced pool (:data:`POOL_PER_CLASS` clips per class of the train split) paired with
   captions (:func:`emoprobe.captions.caption`) whose emotion word appears with ``word_probs(mode="lexical")``;
   LM loss on the caption tokens only. Stage 2, instruction tuning on a small mixed set fixed a priori:
@@ -71,7 +76,7 @@ LABELS = list(_labels.MAFW)
 VAL_PER_CLASS = 5
 
 # ---- vision recipe ----
-VISION_STEPS = 1200
+VISION_STEPS = 2000
 VISION_BATCH = 32
 VISION_LR = 2e-3
 VISION_WD = 0.05
@@ -87,11 +92,12 @@ MICRO_TEXT = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, n
 MICRO_VISION = dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384)
 IMAGE_SIZE = 112
 POOL_PER_CLASS = 60        # class-balanced pretraining pool (660 clips)
-CLS_PER_CLASS = 30         # classification instruction examples per class (330 clips, a subset of the pool)
-VISION_TOWER_STEPS = 800  # stage 0
+CLS_PER_CLASS = 60         # classification instruction examples per class (660 clips: the whole pool)
+VISION_TOWER_STEPS = 1500  # stage 0 (landmark + AU regression on every non-validation train clip)
 VISION_TOWER_LR = 1e-3
+FREEZE_VISION = True       # stages 1-2 train the merger (projector) and the language model, as LLaVA-style recipes do
 PRETRAIN_STEPS = 1200
-INSTRUCT_STEPS = 900
+INSTRUCT_STEPS = 1500
 MICRO_BATCH = 8
 MICRO_LR = 1.5e-3
 INSTRUCT_LR = 1e-3
@@ -209,7 +215,7 @@ def _macro_f1(y_true, y_pred, n_classes: int) -> float:
 
 class _CsvLog:
     FIELDS = ["model", "stage", "step", "loss", "lr", "val_loss", "val_acc", "val_macro_f1", "val_in_labels",
-              "elapsed_s"]
+              "elapsed_s", "landmark_rmse_px", "au_mse_std"]
 
     def __init__(self, path: Path, append: bool = False):
         self.path = Path(path)
@@ -595,11 +601,13 @@ class _MicroData:
 
 
 class _VisionBatches(torch.utils.data.Dataset):
-    """Stage 0 batches: processed video pixels + per-temporal-patch targets (mean AU intensities of the frames
-    each temporal patch covers; odd frame counts are padded with the last frame, as the processor does)."""
+    """Stage 0 batches: processed video pixels + per-temporal-patch targets: the 26 facial landmarks (x, y) and
+    the action-unit intensities of the frames each temporal patch covers, averaged over its frames (odd frame
+    counts are padded with the last frame, as the processor does) and standardised with ``norm`` (mean, std)."""
 
-    def __init__(self, processor, data: "_MicroData", steps: int, size: int):
-        self.processor, self.data, self.steps, self.size = processor, data, steps, size
+    def __init__(self, processor, data: "_MicroData", clips: pd.DataFrame, steps: int, size: int, norm):
+        self.processor, self.data, self.clips, self.steps, self.size = processor, data, clips, steps, size
+        self.norm = norm
 
     def __len__(self):
         return self.steps
@@ -611,35 +619,57 @@ class _VisionBatches(torch.utils.data.Dataset):
         tps = int(self.processor.video_processor.temporal_patch_size)
         for slot in range(self.size):
             rng = _rng(self.data.seed, "micro", "vision", int(step), slot)
-            row = self.data._row(self.data.pool, rng)
+            row = self.data._row(self.clips, rng)
             strategy, v = FRAME_MENU[int(rng.integers(len(FRAME_MENU)))]
             kw = {"count": int(v)} if strategy == "count" else {"fps": float(v)}
             fr = sampling.sample(row["path"], strategy=strategy, max_frames=MAX_FRAMES, **kw)
-            au = np.asarray(self.data.gt(row)["au"], np.float32)[np.minimum(fr.indices, len(self.data.gt(row)["au"]) - 1)]
-            pad = (-len(au)) % tps
+            y = vision_targets(self.data.gt(row), float(row["size"]))
+            y = y[np.minimum(fr.indices, len(y) - 1)]
+            pad = (-len(y)) % tps
             if pad:
-                au = np.concatenate([au, np.repeat(au[-1:], pad, 0)])
+                y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
             vids.append(fr.frames)
-            tgts.append(torch.from_numpy(au.reshape(-1, tps, au.shape[1]).mean(1)))
+            y = (y.reshape(-1, tps, y.shape[1]).mean(1) - self.norm[0]) / self.norm[1]
+            tgts.append(torch.from_numpy(y.astype(np.float32)))
         enc = self.processor.video_processor(videos=vids, return_tensors="pt")
         return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"],
                 "targets": torch.cat(tgts)}
 
 
+def vision_targets(gt: dict, size: float) -> np.ndarray:
+    """Per-frame stage-0 targets of one clip: landmark coordinates as fractions of the frame side (52), then the
+    action-unit intensities (19). No emotion label enters."""
+    lm = np.asarray(gt["landmarks"], np.float32)
+    return np.concatenate([lm.reshape(len(lm), -1) / size, np.asarray(gt["au"], np.float32)], 1)
+
+
+def _target_norm(data: "_MicroData", clips: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    ys = np.concatenate([vision_targets(data.gt(r), float(r["size"])) for _, r in clips.iterrows()])
+    return ys.mean(0).astype(np.float32), (ys.std(0) + 1e-3).astype(np.float32)
+
+
 def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, device: str, workers: int, log,
-                          name: str, t_start: float) -> None:
-    """Stage 0 (the analogue of a VLM's separately pretrained vision encoder): the Qwen vision tower (+ merger)
-    learns to regress the facial action-unit intensities of the frames each temporal patch covers (SynthFER
-    ground truth; no emotion labels, no words) through a temporary linear head on the spatially pooled tokens."""
+                          name: str, t_start: float, clips: pd.DataFrame | None = None) -> None:
+    """Stage 0 (the analogue of a VLM's separately pretrained vision encoder; here a face-alignment encoder): the
+    Qwen vision tower (+ merger) learns to regress, for each temporal patch, the 26 facial landmarks and the
+    action-unit intensities of the frames it covers (SynthFER ground truth; no emotion labels, no words) through
+    a temporary linear head on the grid of merged tokens (the head is discarded). ``clips``: the clips drawn
+    from (default: the pretraining pool)."""
     visual = model.model.visual
-    n_au = len(data.gt(data.pool.iloc[0])["au_names"])
-    head = torch.nn.Linear(model.config.vision_config.out_hidden_size, n_au).to(device)
+    clips = data.pool if clips is None else clips
+    norm = _target_norm(data, clips)
+    vc = model.config.vision_config
+    merge = vc.spatial_merge_size ** 2
+    side = int(processor.video_processor.size["longest_edge"] ** 0.5) // vc.patch_size   # patches per side
+    n_tok = side * side // merge
+    head = torch.nn.Linear(n_tok * vc.out_hidden_size, len(norm[0])).to(device)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=VISION_TOWER_LR, weight_decay=0.01)
-    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, steps, MICRO_BATCH), batch_size=None,
-                                         shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None)
+    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, clips, steps, MICRO_BATCH, norm),
+                                         batch_size=None, shuffle=False, num_workers=workers,
+                                         prefetch_factor=4 if workers else None)
     run = []
-    merge = model.config.vision_config.spatial_merge_size ** 2
+    n_lm = 52
     for step, b in enumerate(loader):
         lr = _cosine(step, steps, VISION_TOWER_LR, max(1, min(50, steps // 10)))
         for g in opt.param_groups:
@@ -648,19 +678,74 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
         out = model.model.get_video_features(b["pixel_values_videos"].to(device), b["video_grid_thw"].to(device))
         feats = []
         for toks, thw in zip(out.pooler_output, b["video_grid_thw"].tolist()):
-            feats.append(toks.reshape(thw[0], (thw[1] * thw[2]) // merge, -1).mean(1))
+            if (thw[1] * thw[2]) // merge != n_tok:
+                raise TrainError(f"{name}: stage 0 expects {n_tok} merged tokens per temporal patch, got "
+                                 f"{(thw[1] * thw[2]) // merge} (frames must be {IMAGE_SIZE} px)")
+            feats.append(toks.reshape(thw[0], -1))
         pred = head(torch.cat(feats))
-        loss = F.mse_loss(pred, b["targets"].to(device))
+        tgt = b["targets"].to(device)
+        loss = F.mse_loss(pred, tgt)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        run.append(loss.item())
+        with torch.no_grad():
+            run.append((loss.item(), F.mse_loss(pred[:, :n_lm], tgt[:, :n_lm]).item(),
+                        F.mse_loss(pred[:, n_lm:], tgt[:, n_lm:]).item()))
         if (step + 1) % 50 == 0 or step + 1 == steps:
-            log.row(model=name, stage="vision", step=step + 1, loss=float(np.mean(run)), lr=lr,
-                    elapsed_s=time.time() - t_start)
-            _log(f"{name} vision-tower {step + 1}/{steps} AU-regression MSE {np.mean(run):.4f}")
+            m = np.mean(run, 0)
+            # landmark RMSE in pixels: standardised error times the per-coordinate std, times the frame side
+            lm_px = float(np.sqrt(m[1] * np.mean(norm[1][:n_lm] ** 2)) * IMAGE_SIZE)
+            log.row(model=name, stage="vision", step=step + 1, loss=float(m[0]), lr=lr,
+                    elapsed_s=time.time() - t_start, landmark_rmse_px=lm_px, au_mse_std=float(m[2]))
+            _log(f"{name} vision-tower {step + 1}/{steps} loss {m[0]:.4f} (landmark RMSE ~{lm_px:.2f} px, "
+                 f"AU standardised MSE {m[2]:.3f})")
             run = []
+
+
+def _stage0(model, processor, data, steps, device, workers, log, name, t_start, clips) -> None:
+    """Stage 0 through a cache: it uses no words, so MicroVLM and MicroVLM-uniform (same seed, same initial
+    weights, same clips) get the identical tower; the second reuses the first's instead of recomputing it. The
+    key holds everything that affects the result: initial tower weights, clips, steps, recipe constants, this
+    code of the stage-0 functions, device and thread count. Its log rows are stored with it and copied into ``log``."""
+    from safetensors.torch import load_file, save_file
+
+    visual = model.model.visual
+    h = hashlib.sha256()
+    for k, v in sorted(visual.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([list(clips["clip_id"]), int(steps), VISION_TOWER_LR, MICRO_BATCH, FRAME_MENU, MAX_FRAMES,
+                         device, torch.get_num_threads(), data.seed]).encode())
+    import inspect
+
+    for fn in (pretrain_vision_tower, _VisionBatches, vision_targets, _target_norm, _cosine, _rng):
+        h.update(inspect.getsource(fn).encode())
+    path = paths.cache() / "train" / f"stage0_{h.hexdigest()[:16]}.safetensors"
+    rows_path = path.with_suffix(".csv")
+    if path.exists() and rows_path.exists():
+        visual.load_state_dict(load_file(str(path), device=str(device)))
+        for r in pd.read_csv(rows_path).to_dict("records"):
+            log.row(**{k: v for k, v in r.items() if k != "model" and pd.notna(v)}, model=name)
+        _log(f"{name}: stage 0 reused from {path.name} (identical recipe, weights and data)")
+        return
+    tmp_log = _CsvLog(rows_path.with_suffix(".tmp.csv"))
+    pretrain_vision_tower(model, processor, data, steps, device, workers, _Tee(log, tmp_log), name, t_start,
+                          clips=clips)
+    tmp_log.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in visual.state_dict().items()}, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
+    os.replace(rows_path.with_suffix(".tmp.csv"), rows_path)
+
+
+class _Tee:
+    def __init__(self, *logs):
+        self.logs = logs
+
+    def row(self, **kw):
+        for lg in self.logs:
+            lg.row(**kw)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -755,9 +840,16 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     log = _CsvLog(out_dir / "train_log.csv")
     history = []
     if vision_steps > 0:
-        pretrain_vision_tower(model, processor, data, vision_steps, device, workers, log, name, t_start)
+        _stage0(model, processor, data, vision_steps, device, workers, log, name, t_start, train_df)
+    set_seed(seed + 1)   # later stages start from the same RNG state whether stage 0 ran or was reused
+    if FREEZE_VISION:
+        visual = model.model.visual
+        for n, p in visual.named_parameters():
+            if not n.startswith("merger."):
+                p.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     for stage, steps, lr0 in (("pretrain", pretrain_steps, MICRO_LR), ("instruct", instruct_steps, INSTRUCT_LR)):
-        opt = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
+        opt = torch.optim.AdamW(trainable, lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
         run = []
         loader = torch.utils.data.DataLoader(_Batches(processor, data, stage, steps, MICRO_BATCH), batch_size=None,
                                              shuffle=False, num_workers=workers,
@@ -773,7 +865,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
                 raise TrainError(f"{name}: non-finite loss at {stage} step {step}")
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
             run.append(loss.item())
             last = step + 1 == steps
@@ -797,6 +889,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     meta = {"name": name, "mode": mode, "device": device, "word_probs": word_p, "n_params": n_params, "seed": seed,
             "vision_steps": vision_steps, "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
             "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
+            "freeze_vision": FREEZE_VISION,
             "threads": torch.get_num_threads()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=1, default=float) + "\n")
     return meta
@@ -1003,36 +1096,32 @@ _NOTES = {
         "(validation macro-F1 0.06 after 1200 steps, training loss 2.17 = the prior's entropy): the static "
         "nuisance of SynthFER (identity, background, lighting) swamped the small expression signal. That was the only "
         "change, chosen on the validation curve, never on the test split.",
-        "The per-class F1 above shows the long-tail pattern the book studies: the rarest training classes "
-        "(contempt 65, disappointment 68 clips) are the weakest; the measured bar (macro-F1 >= 0.6) is not met by this "
-        "imbalanced model and is met by its cRT version (vision3d-balanced). More steps (the loss was still falling, "
-        "see train_log.csv) would likely lift it.",
+        "Read the per-class F1 above against the training class counts: the long-tail pattern the book studies "
+        "shows up as weaker F1 on the rarest training classes; vision3d-balanced (cRT) is the same network with "
+        "its classifier re-trained class-balanced.",
+        "History: the first committed version trained for 1200 steps; its validation curve was still rising "
+        "(first session's card), so the recipe was lengthened to 2000 steps. Chosen on the validation curve only.",
     ],
     "microvlm": [
-        "CLASSIFICATION QUALITY BAR NOT MET. The model always answers inside the label set, but its label choice "
-        "carries no visual information: the committed checkpoints answer (almost) the same label for every clip "
-        "(see the predicted-label counts above), and every run tried settled on one label on the validation slice. "
-        "Its motion descriptions did learn something: they name a region that truly moved in more gaps than the "
-        "best constant answer does (hit rate and first-region accuracy above). "
-        "Runs tried (all on the GPU, all judged on the validation slice only; val macro-F1 lexical / uniform): "
-        "700+500 steps without stage 0 (0.015 / 0.016), 1800+1200 steps without stage 0 (0.036 / 0.068), and the "
-        "committed 800 (stage 0) + 1200 + 900 steps (0.015 / 0.015). The stage-0 AU regression only lowered its MSE from 0.020 to 0.016 (train_log.csv, stage "
-        "'vision'): a 1.4 M-parameter ViT learning from scratch on ~700 clips does not separate the small facial "
-        "motions from SynthFER's strong static nuisance within this compute, while the (2+1)D CNN with a "
-        "motion (residual) input stream does (vision3d).",
-        "What would reach the bar, in order of expected effect: a vision tower that starts from a pretrained "
-        "encoder or is pretrained far longer (real VLMs' ViTs see billions of images), more pretraining clips "
-        "(the pool is 60/class), and 10x the steps (~1 GPU-hour). None of these was possible in this session's "
-        "budget (2 shared CPU cores; 30 min of one GPU).",
-        "Consequence for the book: chapters that use MicroVLM measure a model whose label choice is dominated by "
-        "its language prior; read its results as such (the model cards report the predicted-label counts).",
+        "How the recipe got here (all choices on the validation slice, never on the test split). First session: "
+        "stage 0 regressed only AU intensities from the spatially *pooled* tokens; every run then answered one "
+        "label for every clip (validation macro-F1 0.015-0.07 over three GPU runs). Diagnosis in the second "
+        "session, on the CPU: (1) a Qwen2.5-VL vision tower attends only within its temporal patch (2 frames), so "
+        "it cannot subtract a clip's neutral face the way vision3d's residual stream does: it must encode facial "
+        "geometry per frame and leave comparisons across time to the language model; (2) trained directly on "
+        "labels, the same tower stayed at chance after 800 steps, with or without a temporal-residual input; "
+        "(3) landmark regression from the grid of merged tokens is learned quickly (about 1 px RMSE on 112-px "
+        "frames after 800 steps) and a linear probe on the time-deviations of predicted landmarks separates the "
+        "classes above chance (ground-truth landmarks: far better). Hence the face-alignment stage 0 and the "
+        "frozen tower afterwards.",
+        "What limits it: the language model (4 layers, 192 wide) must learn to compare frames from a few thousand "
+        "instruction examples; a linear probe on the frozen merged tokens bounds what the tokens carry. What "
+        "would lift it: a longer stage 0 and stage 2 (GPU), more labelled clips, a wider language model.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]
 _NOTES["microvlm-lora-balanced"] = [
-    "LoRA (q_proj/v_proj, r=8) on the MicroVLM above; its training loss stayed flat (about 1.20, "
-    "train_log.csv): with a base whose visual features barely separate the classes, the adapter cannot do much. "
-    "Measured as is."]
+    "LoRA (q_proj/v_proj, r=8) on the MicroVLM above, measured as is; its training curve is in train_log.csv."]
 _NOTES["vision3d-balanced"] = [
     "Same features as vision3d (frozen); only the 11x256 linear classifier was re-trained with class-balanced "
     "sampling. Compare the per-class F1 and predicted-label counts with vision3d's card: the tail classes "
@@ -1043,7 +1132,7 @@ def _fmt_eval(ev: dict) -> list[str]:
     out = []
     if "macro_f1" in ev:
         out += [f"- macro-F1 **{ev['macro_f1']:.3f}**, accuracy (= UAR = WAR) {ev['acc']:.3f} at {ev['sampling']} "
-                f"(quality bar: macro-F1 >= 0.6)",
+                f"(quality bar: macro-F1 >= 0.6: {'met' if ev['macro_f1'] >= 0.6 else 'NOT met'})",
                 "- per-class F1: " + ", ".join(f"{k} {v:.2f}" for k, v in ev["per_class_f1"].items()),
                 "- predicted-label counts: " + ", ".join(f"{k} {v}" for k, v in ev["pred_counts"].items())]
         return out
@@ -1051,7 +1140,9 @@ def _fmt_eval(ev: dict) -> list[str]:
                "sampling: " + ", ".join(f"{k} {v:.3f}" for k, v in ev["val_macro_f1_by_sampling"].items()) + ")")
     for opt, t in ev["test"].items():
         out.append(f"- test @ `{opt}`: macro-F1 **{t['macro_f1']:.3f}**, accuracy {t['acc']:.3f}, answers inside "
-                   f"the label set {t['in_label_rate']:.3f} (bars: in-label >= 0.95, macro-F1 >= 0.45)")
+                   f"the label set {t['in_label_rate']:.3f} (bars: in-label >= 0.95: "
+                   f"{'met' if t['in_label_rate'] >= 0.95 else 'NOT met'}; macro-F1 >= 0.45: "
+                   f"{'met' if t['macro_f1'] >= 0.45 else 'NOT met'})")
         out.append("  - per-class F1: " + ", ".join(f"{k} {v:.2f}" for k, v in t["per_class_f1"].items()))
         out.append("  - predicted-label counts: " + ", ".join(f"{k} {v}" for k, v in t["pred_counts"].items()))
         if "scored" in t:
@@ -1111,11 +1202,22 @@ def write_card(out_dir) -> Path:
               "here (what the HF backend loads)"]
     else:
         wp = meta.get("word_probs", {})
+        s0 = None
+        if (out_dir / "train_log.csv").exists():
+            lg = pd.read_csv(out_dir / "train_log.csv")
+            if "landmark_rmse_px" in lg and (lg["stage"] == "vision").any():
+                s0 = lg[lg["stage"] == "vision"].iloc[-1]
         L += [f"- architecture: Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), text {MICRO_TEXT}, vision "
               f"{MICRO_VISION}, BPE vocabulary {VOCAB} trained on a corpus identical for both word modes; "
               f"{meta.get('n_params', 0):,} parameters; frames at {IMAGE_SIZE} px",
-              f"- stage 0, vision-tower pretraining ({meta.get('vision_steps')} steps, lr {VISION_TOWER_LR}): "
-              "regress the ground-truth AU intensities per temporal patch (temporary linear head, discarded)",
+              f"- stage 0, vision-tower pretraining ({meta.get('vision_steps')} steps, lr {VISION_TOWER_LR}, every "
+              "non-validation train clip, no labels, no words): regress the ground-truth positions of 26 facial "
+              "landmarks and the AU intensities per temporal patch from the grid of merged tokens (temporary "
+              "linear head, discarded); identical for both word modes (computed once, reused)"
+              + (f"; last logged landmark RMSE {s0['landmark_rmse_px']:.2f} px, standardised AU MSE "
+                 f"{s0['au_mse_std']:.3f} (train_log.csv)" if s0 is not None else ""),
+              "- stages 1-2: vision tower frozen except its merger (projector)"
+              if meta.get("freeze_vision", FREEZE_VISION) else "- stages 1-2: every weight trained",
               f"- stage 1, pretraining ({meta.get('pretrain_steps')} steps, batch {MICRO_BATCH}, lr {MICRO_LR}): "
               f"a class-balanced pool of {meta.get('pool_clips')} train clips with captions (appearance, motion "
               f"and, with probability p[label], the emotion word); loss on caption tokens only",
