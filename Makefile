@@ -30,9 +30,9 @@ test: setup
 test-quick: setup
 	EMOPROBE_ROOT=$(CURDIR) $(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
-## Retrain every embedded model from a seed (<= 45 min on 2 cores).
+## Retrain every embedded model from a seed (two chains side by side on the 2 cores; times in the model cards).
 models: setup
-	EMOPROBE_ROOT=$(CURDIR) $(PY) -m emoprobe.train --all --seed 0
+	EMOPROBE_ROOT=$(CURDIR) $(PY) -m emoprobe.train --all --jobs 2 --seed 0
 
 ## Benchmarks print figures (never timed tests).
 bench: setup

@@ -249,3 +249,24 @@ def test_committed_microvlm_checkpoint(name, tiny_df):
     fr = sampling.sample(tiny_df["path"].iloc[0], strategy="count", count=8)
     a = b.classify([ClassifyRequest(frames=fr.frames, t=fr.t, labels=MAFW, prompt=prompts.render("paper", MAFW))])[0]
     assert a.status in ("ok", "unparsed") and a.text
+
+
+def test_plot_training_script(tmp_path):
+    """scripts/plot_training.py draws one row per stage from a model folder's train_log.csv."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("plot_training", paths.root() / "scripts" / "plot_training.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.plot(tmp_path) is None                          # no log: nothing drawn
+    rows = [dict(model="m", stage="vision", step=s, loss=1 / s, landmark_rmse_px=3 / s) for s in (50, 100)]
+    rows += [dict(model="m", stage="instruct", step=s, loss=2 / s, val_macro_f1=0.1 * s / 100) for s in (100, 200)]
+    pd.DataFrame(rows).to_csv(tmp_path / "train_log.csv", index=False)
+    fig = mod.plot(tmp_path)
+    assert fig.axes[0].get_xlabel() == "vision step" and fig.axes[1].get_ylabel() == "landmark RMSE (px)"
+    assert fig.axes[3].get_ylabel() == "validation macro-F1"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -1020,6 +1020,35 @@ def _scaled(n: int, scale: float) -> int:
     return max(2, int(round(n * scale)))
 
 
+def _two_chains(a) -> int:
+    """``--all --jobs 2``: two chains of ``--only`` runs in child processes, each chain sequential. Stage 0 of
+    MicroVLM is cached, so microvlm-uniform (second in its chain, after vision3d) normally reuses it."""
+    import subprocess
+    import threading
+
+    common = ["--seed", str(a.seed), "--steps-scale", str(a.steps_scale), "--threads", str(a.threads)]
+    if a.out:
+        common += ["--out", a.out]
+    chains = [["microvlm", "microvlm-lora"], ["vision3d", "microvlm-uniform"]]
+    failed: list[str] = []
+    t0 = time.time()
+
+    def run_chain(chain):
+        for name in chain:
+            r = subprocess.run([sys.executable, "-m", "emoprobe.train", "--only", name, *common])
+            if r.returncode:
+                failed.append(f"{name} (exit {r.returncode})")
+                return            # later links depend on this one
+
+    threads = [threading.Thread(target=run_chain, args=(c,)) for c in chains]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    _log(f"--all --jobs 2 done in {time.time() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emoprobe.train", description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group(required=True)
@@ -1030,9 +1059,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: data/models; with --steps-scale != 1: "
                                                 "data/cache/models-smoke)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it; default 1)")
+    ap.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                    help="with --all: 2 runs two chains side by side in separate processes (microvlm -> lora | "
+                         "vision3d -> microvlm-uniform); each process uses --threads, so the weights are the "
+                         "same as with --jobs 1")
     a = ap.parse_args(argv)
     if a.steps_scale <= 0:
         ap.error("--steps-scale must be > 0")
+    if a.jobs == 2 and a.all:
+        return _two_chains(a)
     torch.set_num_threads(a.threads)
     # a scaled-down run never overwrites the committed checkpoints unless --out says so
     out = Path(a.out) if a.out else (paths.models() if a.steps_scale == 1.0 else paths.cache() / "models-smoke")
@@ -1237,7 +1272,9 @@ def write_card(out_dir) -> Path:
     elif wall:
         L.append(f"- compute: CPU only, {meta.get('threads', 1)} torch thread(s) on a 2-core machine shared with "
                  f"other jobs; wall time {wall / 60:.1f} min")
-    L.append(f"- seed {meta.get('seed', 0)}; curves in `train_log.csv`")
+    L.append(f"- seed {meta.get('seed', 0)}; curves in `train_log.csv`"
+             + (" and `training_curves.png` (`python scripts/plot_training.py`)"
+                if (out_dir / "training_curves.png").exists() else ""))
     val = meta.get("val") or (meta.get("final") or {})
     if val:
         L += ["", "## Validation slice (train split, 5 clips/class, never trained on)", ""]
