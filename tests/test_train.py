@@ -270,3 +270,24 @@ def test_plot_training_script(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_two_chains_order_and_failures(monkeypatch):
+    """--all --jobs 2: microvlm -> lora and vision3d -> microvlm-uniform as child processes; a failed link stops
+    its chain (later links depend on it) and the run exits 1."""
+    import subprocess
+    import threading
+
+    calls, lock = [], threading.Lock()
+
+    def fake_run(cmd, *a, **k):
+        name = cmd[cmd.index("--only") + 1]
+        with lock:
+            calls.append(name)
+        assert cmd[cmd.index("--threads") + 1] == "1" and cmd[cmd.index("--seed") + 1] == "3"
+        return subprocess.CompletedProcess(cmd, 1 if name == "vision3d" else 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert train.main(["--all", "--jobs", "2", "--seed", "3"]) == 1
+    assert sorted(calls) == ["microvlm", "microvlm-lora", "vision3d"]          # uniform skipped after the failure
+    assert calls.index("microvlm") < calls.index("microvlm-lora")
