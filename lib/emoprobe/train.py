@@ -706,8 +706,11 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
 def _stage0(model, processor, data, steps, device, workers, log, name, t_start, clips) -> None:
     """Stage 0 through a cache: it uses no words, so MicroVLM and MicroVLM-uniform (same seed, same initial
     weights, same clips) get the identical tower; the second reuses the first's instead of recomputing it. The
-    key holds everything that affects the result: initial tower weights, clips, steps, recipe constants, this
-    code of the stage-0 functions, device and thread count. Its log rows are stored with it and copied into ``log``."""
+    key holds everything that affects the result: initial tower weights, clips, steps, recipe constants, the
+    source of the stage-0 functions, device and thread count. Its log rows are stored with it and copied into
+    ``log``."""
+    import inspect
+
     from safetensors.torch import load_file, save_file
 
     visual = model.model.visual
@@ -717,8 +720,6 @@ def _stage0(model, processor, data, steps, device, workers, log, name, t_start, 
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     h.update(json.dumps([list(clips["clip_id"]), int(steps), VISION_TOWER_LR, MICRO_BATCH, FRAME_MENU, MAX_FRAMES,
                          device, torch.get_num_threads(), data.seed]).encode())
-    import inspect
-
     for fn in (pretrain_vision_tower, _VisionBatches, vision_targets, _target_norm, _cosine, _rng):
         h.update(inspect.getsource(fn).encode())
     path = paths.cache() / "train" / f"stage0_{h.hexdigest()[:16]}.safetensors"
