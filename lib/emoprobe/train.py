@@ -637,8 +637,8 @@ class _VisionBatches(torch.utils.data.Dataset):
 
 
 def vision_targets(gt: dict, size: float) -> np.ndarray:
-    """Per-frame stage-0 targets of one clip: landmark coordinates as fractions of the frame side (52), then the
-    action-unit intensities (19). No emotion label enters."""
+    """Per-frame stage-0 targets of one clip: landmark coordinates as fractions of the frame side (2 per
+    landmark), then the action-unit intensities. No emotion label enters."""
     lm = np.asarray(gt["landmarks"], np.float32)
     return np.concatenate([lm.reshape(len(lm), -1) / size, np.asarray(gt["au"], np.float32)], 1)
 
@@ -669,7 +669,7 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
                                          batch_size=None, shuffle=False, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
     run = []
-    n_lm = 52
+    n_lm = int(np.asarray(data.gt(clips.iloc[0])["landmarks"]).shape[1]) * 2   # landmark columns lead the targets
     for step, b in enumerate(loader):
         lr = _cosine(step, steps, VISION_TOWER_LR, max(1, min(50, steps // 10)))
         for g in opt.param_groups:
@@ -680,7 +680,7 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
         for toks, thw in zip(out.pooler_output, b["video_grid_thw"].tolist()):
             if (thw[1] * thw[2]) // merge != n_tok:
                 raise TrainError(f"{name}: stage 0 expects {n_tok} merged tokens per temporal patch, got "
-                                 f"{(thw[1] * thw[2]) // merge} (frames must be {IMAGE_SIZE} px)")
+                                 f"{(thw[1] * thw[2]) // merge} (square frames filling the processor's pixel budget are expected)")
             feats.append(toks.reshape(thw[0], -1))
         pred = head(torch.cat(feats))
         tgt = b["targets"].to(device)
@@ -695,7 +695,7 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
         if (step + 1) % 50 == 0 or step + 1 == steps:
             m = np.mean(run, 0)
             # landmark RMSE in pixels: standardised error times the per-coordinate std, times the frame side
-            lm_px = float(np.sqrt(m[1] * np.mean(norm[1][:n_lm] ** 2)) * IMAGE_SIZE)
+            lm_px = float(np.sqrt(m[1] * np.mean(norm[1][:n_lm] ** 2)) * float(clips.iloc[0]["size"]))
             log.row(model=name, stage="vision", step=step + 1, loss=float(m[0]), lr=lr,
                     elapsed_s=time.time() - t_start, landmark_rmse_px=lm_px, au_mse_std=float(m[2]))
             _log(f"{name} vision-tower {step + 1}/{steps} loss {m[0]:.4f} (landmark RMSE ~{lm_px:.2f} px, "
