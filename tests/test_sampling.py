@@ -150,6 +150,19 @@ def test_falls_back_to_pyav_when_decord_cannot_open(video_fixture, monkeypatch, 
     assert "falling back to PyAV" in caplog.text and str(video_fixture) in caplog.text
 
 
+def test_decord_alone_reads_the_same_frames_without_pyav(video_fixture, monkeypatch):
+    """A machine carrying only decord (no PyAV): no header check, identical frames."""
+    import sys
+
+    ref = sampling.sample(video_fixture, "fps", fps=5)
+    monkeypatch.setitem(sys.modules, "av", None)          # `import av` now raises ImportError
+    assert sampling._declared_frames(video_fixture) == (None, None)
+    f = sampling.sample(video_fixture, "fps", fps=5)
+    assert f.decoder == "decord"
+    np.testing.assert_array_equal(f.frames, ref.frames)
+    np.testing.assert_array_equal(f.indices, ref.indices)
+
+
 @pytest.mark.parametrize("name, reason", [
     ("missing.mp4", "no such file"),
     ("random.mp4", "not a readable video"),

@@ -262,8 +262,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def _declared_frames(path: Path) -> tuple[int | None, str | None]:
-    """Frame count the container header declares (PyAV, header only), and PyAV's error if it cannot open."""
-    import av
+    """Frame count the container header declares (PyAV, header only), and PyAV's error if it cannot open.
+    Without PyAV installed (a bare GPU machine carrying only decord) there is no header check: (None, None)."""
+    try:
+        import av
+    except ImportError:
+        return None, None
 
     try:
         with av.open(str(path)) as c:
