@@ -72,8 +72,14 @@ def classify(backend, df, opt: str, batch: int = 8, score: bool = False):
     return texts, preds
 
 
+def _where(name: str) -> Path:
+    """A model name under data/models, or a folder path (e.g. a variant from scripts/microvlm_budget.py)."""
+    p = Path(name)
+    return p if len(p.parts) > 1 else paths.models() / name
+
+
 def eval_vision(name: str, test) -> dict:
-    b = models.load({"backend": "vision", "model": str(paths.models() / name)})
+    b = models.load({"backend": "vision", "model": str(_where(name))})
     t0 = time.time()
     _, preds = classify(b, test, "count:16", batch=32)
     r = scores(list(test["label"]), preds)
@@ -83,7 +89,7 @@ def eval_vision(name: str, test) -> dict:
 
 
 def eval_vlm(name: str, test, val, options) -> dict:
-    b = models.load({"backend": "hf", "model": str(paths.models() / name)})
+    b = models.load({"backend": "hf", "model": str(_where(name))})
     t0 = time.time()
     val_res = {}
     for opt in options:
@@ -109,7 +115,7 @@ def eval_vlm(name: str, test, val, options) -> dict:
 
 
 def eval_motion(name: str, test, n_clips: int) -> dict:
-    b = models.load({"backend": "hf", "model": str(paths.models() / name)})
+    b = models.load({"backend": "hf", "model": str(_where(name))})
     sub = train.per_class(test, max(1, n_clips // len(LABELS)), 0, "motion-check")
     truth, said = [], []
     for _, row in sub.iterrows():
@@ -144,7 +150,7 @@ def eval_motion(name: str, test, n_clips: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--models", nargs="*", default=None, help="names under data/models, or model folders")
     ap.add_argument("--options", nargs="*", default=list(OPTIONS), help="VLM samplings to choose from on val")
     ap.add_argument("--motion-clips", type=int, default=44)
     ap.add_argument("--seed", type=int, default=0)
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
           f"{test['label'].value_counts().max()} per class); validation slice {len(val)} clips", flush=True)
     results = {}
     for name in names:
-        path = paths.models() / name
+        path = _where(name)
         cfg = json.loads((path / "config.json").read_text())
         if "arch" in cfg and "labels" in cfg:
             r = eval_vision(name, test)

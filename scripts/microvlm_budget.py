@@ -1,0 +1,136 @@
+"""MicroVLM: would a longer instruction stage (or another task mix) reach the classification bar?
+
+Issue 5 asks for MicroVLM macro-F1 >= 0.45 and, where the 2-core machine cannot reach it, for the curves that show
+why and what would. This script measures the second part. It runs the committed recipe's stages 1-2 (caption
+pretraining, instruction tuning; ``emoprobe.train.train_microvlm``) on top of a stage-0 vision tower that the
+recipe already trained (the ``data/cache/train/stage0_<key>.safetensors`` that ``train._stage0`` caches, which is
+bit-identical to the tower inside the committed ``data/models/microvlm``), with other step counts or another
+instruction mix, and logs the validation curve of the recipe (the 55-clip validation slice, count:8 sampling).
+It never touches ``data/models``; the model it trains goes to ``--out``. Choices are read on validation only.
+
+  # pack what a machine without the data needs (pool + validation clips, the tower, the word probabilities)
+  python scripts/microvlm_budget.py pack --stage0 data/cache/train/stage0_5f9b48112b70fff0.safetensors --dest .devdata
+  # run (here or on a GPU machine, with EMOPROBE_GENERATED pointing at the packed clips)
+  python scripts/microvlm_budget.py run --packed .devdata --instruct-steps 4500 --device cuda --workers 6 --out runs/a
+
+The run prints the recipe's log lines and writes ``<out>/train_log.csv`` and ``<out>/budget.json`` (the variant
+and its last validation scores). Evaluate a finished model on the balanced test here with
+``python scripts/eval_models.py --models <out>`` (CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def pack(a) -> int:
+    import pandas as pd
+
+    from emoprobe import captions
+    from emoprobe import train as T
+
+    dest = Path(a.dest)
+    train_df, val_df = T.splits(a.seed)
+    pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
+    src = Path(train_df["path"].iloc[0]).resolve().parent.parent        # <generated>/synthfer/<hash>/
+    out = dest / "generated" / "synthfer" / src.name
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "gt").mkdir(parents=True, exist_ok=True)
+    for f in ("manifest.csv", "params.json"):
+        shutil.copy2(src / f, out / f)
+    n = 0
+    for _, r in pd.concat([pool, val_df]).iterrows():
+        for col in ("path", "gt_path"):
+            p = Path(r[col]) if Path(r[col]).is_absolute() else src / r[col]
+            shutil.copy2(p, out / p.parent.name / p.name)
+        n += 1
+    shutil.copy2(a.stage0, dest / "stage0.safetensors")
+    (dest / "word_probs.json").write_text(json.dumps({m: captions.word_probs(T.LABELS, mode=m)
+                                                      for m in ("lexical", "uniform")}, indent=1))
+    print(f"packed {n} clips (pool {len(pool)} + validation {len(val_df)}) of {src.name}, the stage-0 tower and "
+          f"the word probabilities into {dest}")
+    return 0
+
+
+def run(a) -> int:
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    packed = Path(a.packed) if a.packed else None
+    if packed:
+        os.environ.setdefault("EMOPROBE_GENERATED", str((packed / "generated").resolve()))
+    from emoprobe import train as T
+
+    stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors"
+    if not stage0.exists():
+        raise SystemExit(f"{stage0}: no stage-0 tower (run `pack` first or pass --stage0)")
+    if a.classify_share is not None:
+        rest = 1.0 - a.classify_share
+        other = T.INSTRUCT_MIX["motion"] + T.INSTRUCT_MIX["caption"]
+        T.INSTRUCT_MIX = {"classify": a.classify_share, "motion": rest * T.INSTRUCT_MIX["motion"] / other,
+                          "caption": rest * T.INSTRUCT_MIX["caption"] / other}
+
+    def reuse_stage0(model, processor, data, steps, device, workers, log, name, t_start, clips):
+        model.model.visual.load_state_dict(load_file(str(stage0), device=str(device)))
+        T._log(f"{name}: stage-0 tower loaded from {stage0}")
+
+    T._stage0 = reuse_stage0
+    word_p = None
+    if packed and (packed / "word_probs.json").exists():
+        word_p = json.loads((packed / "word_probs.json").read_text())[a.mode]
+    torch.set_num_threads(a.threads)
+    train_df, val_df = T.splits(a.seed)
+    t0 = time.time()
+    meta = T.train_microvlm(Path(a.out), mode=a.mode, seed=a.seed, pretrain_steps=a.pretrain_steps,
+                            instruct_steps=a.instruct_steps, train_df=train_df, val_df=val_df,
+                            eval_every=a.eval_every, device=a.device, word_p=word_p, workers=a.workers,
+                            vision_steps=1)
+    dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    info = {"variant": {"pretrain_steps": a.pretrain_steps, "instruct_steps": a.instruct_steps,
+                        "instruct_mix": T.INSTRUCT_MIX, "mode": a.mode, "seed": a.seed, "device": dev,
+                        "workers": a.workers, "threads": a.threads, "stage0": stage0.name},
+            "final": meta.get("final"), "wall_s": time.time() - t0}
+    (Path(a.out) / "budget.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
+    print(json.dumps(info, default=float))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--stage0", required=True)
+    p.add_argument("--dest", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("run")
+    r.add_argument("--packed", default=None, help="folder written by `pack` (clips, tower, word probabilities)")
+    r.add_argument("--stage0", default=None, help="stage-0 tower safetensors (default: <packed>/stage0.safetensors)")
+    r.add_argument("--out", required=True)
+    r.add_argument("--mode", default="lexical", choices=("lexical", "uniform"))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--pretrain-steps", type=int, default=None)
+    r.add_argument("--instruct-steps", type=int, default=None)
+    r.add_argument("--classify-share", type=float, default=None,
+                   help="share of classification examples in the instruction mix (others keep their ratio)")
+    r.add_argument("--eval-every", type=int, default=250)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--workers", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    if a.cmd == "pack":
+        return pack(a)
+    from emoprobe import train as T
+
+    a.pretrain_steps = T.PRETRAIN_STEPS if a.pretrain_steps is None else a.pretrain_steps
+    a.instruct_steps = T.INSTRUCT_STEPS if a.instruct_steps is None else a.instruct_steps
+    return run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
