@@ -101,6 +101,99 @@ def run(a) -> int:
     return 0
 
 
+def stage0(a) -> int:
+    """Stage 0 alone, as the recipe runs it (same build, seed, clips, batches), with another step count."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from emoprobe import train as T
+
+    torch.set_num_threads(a.threads)
+    train_df, _ = T.splits(a.seed)
+    pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
+    gt = T._GT()
+    with tempfile.TemporaryDirectory() as d:
+        T.build_microvlm(d, pool, gt, a.seed)
+        T.set_seed(a.seed)
+        processor = AutoProcessor.from_pretrained(d)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(d).to(a.device)
+    data = T._MicroData(pool, pool, gt, a.seed, {k: 0.0 for k in T.LABELS})   # stage 0 uses no words
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = T._CsvLog(out.with_suffix(".csv"))
+    T.pretrain_vision_tower(model, processor, data, a.steps, a.device, a.workers, log, "stage0", time.time(),
+                            clips=train_df)
+    log.close()
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.model.visual.state_dict().items()}, str(out))
+    print(f"stage 0 ({a.steps} steps) -> {out} (+ {out.with_suffix('.csv').name})")
+    return 0
+
+
+def probe(a) -> int:
+    """Linear probes on what MicroVLM's language model receives: the merged video tokens of a tower (count:8
+    sampling), raw and as deviations from the clip's mean over temporal patches. Trained on the pool clips (60 per
+    class, as the instruction stage) or on every train clip, scored on held-out train clips (15 per class, never
+    the test split) + the validation slice."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from emoprobe import paths
+    from emoprobe import train as T
+
+    torch.set_num_threads(a.threads)
+    train_df, val = T.splits(a.seed)
+    hold = T.per_class(train_df, 15, a.seed, "probe-hold")
+    rest = train_df[~train_df["clip_id"].isin(set(hold["clip_id"]))].reset_index(drop=True)
+    pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
+    base = paths.models() / "microvlm"
+    processor = AutoProcessor.from_pretrained(base)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base).eval()
+    if a.tower:
+        model.model.visual.load_state_dict(load_file(a.tower))
+
+    def feats(df):
+        out = []
+        for i in range(0, len(df), 16):
+            vids = [T._frames_for(r.path, ("count", 8))[0] for r in df.iloc[i:i + 16].itertuples()]
+            enc = processor.video_processor(videos=vids, return_tensors="pt")
+            with torch.no_grad():
+                o = model.model.get_video_features(enc["pixel_values_videos"], enc["video_grid_thw"]).pooler_output
+            out += [t.reshape(thw[0], -1, t.shape[-1]).numpy() for t, thw in zip(o, enc["video_grid_thw"].tolist())]
+        return np.stack(out)
+
+    y = {k: np.array([T.LABELS.index(x) for x in df["label"]]) for k, df in (("hold", pd_cat([hold, val])), ("rest", rest))}
+    fe, fr = feats(pd_cat([hold, val])), feats(rest)
+    in_pool = rest["clip_id"].isin(set(pool["clip_id"])).to_numpy()
+    rows = []
+    for kind in ("raw", "deviation"):
+        rep = (lambda f: f.reshape(len(f), -1)) if kind == "raw" else \
+            (lambda f: (f - f.mean(1, keepdims=True)).reshape(len(f), -1))
+        for train_on, mask in (("pool (60/class)", in_pool), ("all train clips", np.ones(len(rest), bool))):
+            clf = LogisticRegression(C=0.01, max_iter=2000, class_weight="balanced").fit(rep(fr[mask]), y["rest"][mask])
+            rows.append({"tower": a.tower or "committed microvlm", "features": kind, "trained_on": train_on,
+                         "n_train": int(mask.sum()), "n_heldout": len(fe),
+                         "heldout_macro_f1": round(float(f1_score(y["hold"], clf.predict(rep(fe)), average="macro")), 3),
+                         "train_macro_f1": round(float(f1_score(y["rest"][mask], clf.predict(rep(fr[mask])),
+                                                                average="macro")), 3)})
+            print(json.dumps(rows[-1]), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+def pd_cat(dfs):
+    import pandas as pd
+
+    return pd.concat(dfs).reset_index(drop=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -122,9 +215,25 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
+    s0 = sub.add_parser("stage0", help="stage 0 alone with another step count (writes the tower + its log)")
+    s0.add_argument("--steps", type=int, required=True)
+    s0.add_argument("--out", required=True, help="tower .safetensors (log beside it as .csv)")
+    s0.add_argument("--seed", type=int, default=0)
+    s0.add_argument("--device", default="cpu")
+    s0.add_argument("--workers", type=int, default=0)
+    s0.add_argument("--threads", type=int, default=1)
+    pr = sub.add_parser("probe", help="linear probes on the merged video tokens the language model receives")
+    pr.add_argument("--tower", default=None, help="tower .safetensors (default: the committed microvlm's)")
+    pr.add_argument("--out", default=None, help="write the rows as JSON")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     if a.cmd == "pack":
         return pack(a)
+    if a.cmd == "stage0":
+        return stage0(a)
+    if a.cmd == "probe":
+        return probe(a)
     from emoprobe import train as T
 
     a.pretrain_steps = T.PRETRAIN_STEPS if a.pretrain_steps is None else a.pretrain_steps
