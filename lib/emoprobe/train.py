@@ -1150,9 +1150,18 @@ _NOTES = {
         "frames after 800 steps) and a linear probe on the time-deviations of predicted landmarks separates the "
         "classes above chance (ground-truth landmarks: far better). Hence the face-alignment stage 0 and the "
         "frozen tower afterwards.",
-        "What limits it: the language model (4 layers, 192 wide) must learn to compare frames from a few thousand "
-        "instruction examples; a linear probe on the frozen merged tokens bounds what the tokens carry. What "
-        "would lift it: a longer stage 0 and stage 2 (GPU), more labelled clips, a wider language model.",
+        "What limits it (measured in the third session; `data/benchmarks/`, reproducible with "
+        "`scripts/microvlm_budget.py`). (1) Not the number of instruction steps: on an H200, stages 1-2 rerun from "
+        "this model's own stage-0 tower with 3x and 5x the instruction steps, and with 75% classification examples, "
+        "never lifted validation macro-F1 above 0.19 (last values 0.14-0.15 at step 4000-4250) while the "
+        "training loss fell to 0.33 (`2026-11-26_h200_microvlm_budget.png`): the model memorises its 660 labelled clips. (2) The tokens "
+        "the language model receives: a linear probe on this model's merged video tokens (count:8) reaches "
+        "held-out macro-F1 0.22 (raw tokens) to 0.29 (deviations from the clip mean) when trained on the same 60 "
+        "clips per class, and only 0.24 / 0.31 with all 2780 train clips, at training F1 0.85-1.00; probes on "
+        "ground-truth landmark trajectories reach 0.73 and on AU trajectories 0.90 (second session). So the "
+        "face-alignment tower, not the language model's budget, caps the classifier well below the 0.45 aim. "
+        "What would lift it: a better stage-0 encoder (its landmark error was still falling at the last step: "
+        "`microvlm_budget.py stage0 --steps N --device cuda`, then `probe --tower`), then the same stages 1-2.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]
