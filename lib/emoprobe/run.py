@@ -347,6 +347,9 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
 
         if importlib.util.find_spec("emoprobe.transforms") is None:
             raise ValueError(f"transform {transform!r}: emoprobe has no transforms module yet (only 'none')")
+        from emoprobe import transforms as _transforms
+
+        _transforms.parse_name(transform)  # an unknown name or detector fails fast (TransformError, a ValueError)
     manifest, all_ids = _prep_manifest(manifest, shard)
     labs = _label_list(labels, manifest)
     backend, display = load_backend(model)
