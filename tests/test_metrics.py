@@ -209,3 +209,16 @@ def test_top_answer_share_and_uninformative():
     assert metrics.top_answer_share(df) == 0.95 and metrics.is_uninformative(df)
     df2 = pd.DataFrame({"pred": ["neutral"] * 9 + ["anger"]})
     assert metrics.top_answer_share(df2) == 0.9 and not metrics.is_uninformative(df2)
+
+
+def test_answer_positions_and_share_of():
+    from emoprobe import metrics as _m
+
+    order = ["b", "a", "c"]
+    assert _m.answer_positions(["a", "b", None, "x"], order).tolist() == [2, 1, 0, 0]
+    per = [["a", "b"], ["b", "a"]]
+    assert _m.answer_positions(["a", "a"], per).tolist() == [1, 2]
+    import pytest as _pt
+
+    with _pt.raises(ValueError):
+        _m.answer_positions(["a"], [["a"], ["a"]])

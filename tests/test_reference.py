@@ -163,3 +163,20 @@ def test_per_class_f1_and_models():
     assert pm["gemini-2.5-flash"]["backend"] == "openai"
     assert pm["emotionqwen"]["model"] is None and "user-supplied" in pm["emotionqwen"]["note"]
     assert set(pm) == set(R.PAPER_NAMES) == set(R.load("table2_shuffle").model)
+
+
+def test_readme_lists_every_table():
+    readme = (R._dir() / "README.md").read_text()
+    for n in R.names():
+        assert f"`{n}.csv`" in readme, f"data/reference/README.md does not describe {n}.csv"
+    on_disk = {p.stem for p in R._dir().glob("*.csv")}
+    assert on_disk == set(R.names()), f"CSV files without a loader entry (or vice versa): {on_disk ^ set(R.names())}"
+
+
+def test_prompt_sensitivity_004(t):
+    ps = t["prompt_sensitivity_004"]
+    assert (ps.source == "arXiv:2502.05660").all()
+    f1 = ps[(ps.claim == "zero_shot_f1") & (ps.dataset == "eve-datasets")].set_index(["model", "bound"]).value
+    assert f1[("gpt-4o", "max")] == 0.635 and f1[("gpt-4o", "min")] == 0.503
+    assert f1[("open-source", "max")] == 0.593 and f1[("open-source", "min")] == 0.401
+    assert ps.query("claim == 'persona_f1_drop'").value.item() == 0.5

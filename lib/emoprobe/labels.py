@@ -39,3 +39,27 @@ def get(label_set: str) -> tuple[str, ...]:
         return LABEL_SETS[label_set.lower()]
     except KeyError:
         raise ValueError(f"unknown label set {label_set!r}; known: {sorted(LABEL_SETS)}") from None
+
+
+# Sentiment group of each MAFW / DFEW label. This grouping is emoprobe's own (used by the prompt-sensitivity
+# chapter), not a MAFW or paper annotation: happiness and surprise count as positive (surprise's valence is
+# ambiguous; the chapter says so), neutral as neutral, every other class as negative.
+SENTIMENT = {
+    "anger": "negative", "anxiety": "negative", "contempt": "negative", "disappointment": "negative",
+    "disgust": "negative", "fear": "negative", "happiness": "positive", "helplessness": "negative",
+    "neutral": "neutral", "sadness": "negative", "surprise": "positive",
+    "angry": "negative", "happy": "positive", "sad": "negative",
+}
+SENTIMENTS = ("positive", "neutral", "negative")
+
+
+def sentiment_order(labels, first: str = "positive") -> list[str]:
+    """``labels`` grouped by :data:`SENTIMENT`: positive, neutral, negative (``first="positive"``) or negative,
+    neutral, positive (``first="negative"``); within a group the given order is kept."""
+    if first not in ("positive", "negative"):
+        raise ValueError(f"sentiment_order: first must be 'positive' or 'negative', not {first!r}")
+    unknown = [x for x in labels if x not in SENTIMENT]
+    if unknown:
+        raise ValueError(f"sentiment_order: labels without a sentiment group {unknown}")
+    groups = SENTIMENTS if first == "positive" else SENTIMENTS[::-1]
+    return [x for g in groups for x in labels if SENTIMENT[x] == g]

@@ -443,3 +443,22 @@ def is_uninformative(df, pred: str = "pred", share: float = UNINFORMATIVE_SHARE)
     """True when one answer covers at least ``share`` of the clips (see :data:`UNINFORMATIVE_SHARE`)."""
     s = top_answer_share(df, pred)
     return bool(s == s and s >= share)
+
+
+# ---------------------------------------------------------------------------------------------------- label order
+def answer_positions(preds, orders) -> np.ndarray:
+    """1-based position of each answer in the label list that clip was shown; 0 where the answer is not in it
+    (failed, unparsed, None). ``orders``: one list for all answers, or one list per answer (same length as
+    ``preds``). The share of answers at position 1 is the primacy rate (1/K without any position effect when
+    every label is first equally often)."""
+    preds = list(preds)
+    if len(orders) and isinstance(orders[0], str):
+        orders = [orders] * len(preds)
+    if len(orders) != len(preds):
+        raise ValueError(f"answer_positions: {len(preds)} answers but {len(orders)} label lists")
+    out = np.zeros(len(preds), dtype=int)
+    for i, (p, order) in enumerate(zip(preds, orders)):
+        order = list(order)
+        if isinstance(p, str) and p in order:
+            out[i] = order.index(p) + 1
+    return out

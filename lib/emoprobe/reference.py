@@ -47,6 +47,10 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, tuple]]] = {
                    {"figure": ("fig4", "figS2"), "model": _MODELS}),
     "known_discrepancies": (("check", "table", "dataset", "model", "condition", "expected", "reported", "note"),
                             (), {}),
+    # a second paper (not arXiv:2604.15280): the prompt-sensitivity study of chapter 06, headline numbers only
+    "prompt_sensitivity_004": (("claim", "model", "dataset", "metric", "bound", "value", "source", "quote"),
+                               ("value",),
+                               {"bound": ("point", "min", "max"), "source": ("arXiv:2502.05660",)}),
 }
 
 # Paper model name (as printed in the tables) -> the slug used in the CSV files.
