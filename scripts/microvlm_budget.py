@@ -60,7 +60,6 @@ def run(a) -> int:
     import os
 
     import torch
-    from safetensors.torch import load_file
 
     packed = Path(a.packed) if a.packed else None
     if packed:
@@ -70,17 +69,12 @@ def run(a) -> int:
     stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors"
     if not stage0.exists():
         raise SystemExit(f"{stage0}: no stage-0 tower (run `pack` first or pass --stage0)")
+    mix = dict(T.INSTRUCT_MIX)
     if a.classify_share is not None:
         rest = 1.0 - a.classify_share
-        other = T.INSTRUCT_MIX["motion"] + T.INSTRUCT_MIX["caption"]
-        T.INSTRUCT_MIX = {"classify": a.classify_share, "motion": rest * T.INSTRUCT_MIX["motion"] / other,
-                          "caption": rest * T.INSTRUCT_MIX["caption"] / other}
-
-    def reuse_stage0(model, processor, data, steps, device, workers, log, name, t_start, clips):
-        model.model.visual.load_state_dict(load_file(str(stage0), device=str(device)))
-        T._log(f"{name}: stage-0 tower loaded from {stage0}")
-
-    T._stage0 = reuse_stage0
+        other = mix["motion"] + mix["caption"]
+        mix = {"classify": a.classify_share, "motion": rest * mix["motion"] / other,
+               "caption": rest * mix["caption"] / other}
     word_p = None
     if packed and (packed / "word_probs.json").exists():
         word_p = json.loads((packed / "word_probs.json").read_text())[a.mode]
@@ -90,10 +84,10 @@ def run(a) -> int:
     meta = T.train_microvlm(Path(a.out), mode=a.mode, seed=a.seed, pretrain_steps=a.pretrain_steps,
                             instruct_steps=a.instruct_steps, train_df=train_df, val_df=val_df,
                             eval_every=a.eval_every, device=a.device, word_p=word_p, workers=a.workers,
-                            vision_steps=1)
+                            vision_tower=stage0, instruct_mix=mix)
     dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     info = {"variant": {"pretrain_steps": a.pretrain_steps, "instruct_steps": a.instruct_steps,
-                        "instruct_mix": T.INSTRUCT_MIX, "mode": a.mode, "seed": a.seed, "device": dev,
+                        "instruct_mix": mix, "mode": a.mode, "seed": a.seed, "device": dev,
                         "workers": a.workers, "threads": a.threads, "stage0": stage0.name},
             "final": meta.get("final"), "wall_s": time.time() - t0}
     (Path(a.out) / "budget.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
@@ -107,7 +101,6 @@ def stage0(a) -> int:
 
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from emoprobe import train as T
 
@@ -116,10 +109,7 @@ def stage0(a) -> int:
     pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
     gt = T._GT()
     with tempfile.TemporaryDirectory() as d:
-        T.build_microvlm(d, pool, gt, a.seed)
-        T.set_seed(a.seed)
-        processor = AutoProcessor.from_pretrained(d)
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(d).to(a.device)
+        processor, model = T.new_microvlm(d, pool, gt, a.seed, a.device)
     data = T._MicroData(pool, pool, gt, a.seed, {k: 0.0 for k in T.LABELS})   # stage 0 uses no words
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +128,7 @@ def probe(a) -> int:
     class, as the instruction stage) or on every train clip, scored on held-out train clips (15 per class, never
     the test split) + the validation slice."""
     import numpy as np
+    import pandas as pd
     import torch
     from safetensors.torch import load_file
     from sklearn.linear_model import LogisticRegression
@@ -168,8 +159,9 @@ def probe(a) -> int:
             out += [t.reshape(thw[0], -1, t.shape[-1]).numpy() for t, thw in zip(o, enc["video_grid_thw"].tolist())]
         return np.stack(out)
 
-    y = {k: np.array([T.LABELS.index(x) for x in df["label"]]) for k, df in (("hold", pd_cat([hold, val])), ("rest", rest))}
-    fe, fr = feats(pd_cat([hold, val])), feats(rest)
+    heldout = pd.concat([hold, val], ignore_index=True)
+    y = {k: np.array([T.LABELS.index(x) for x in df["label"]]) for k, df in (("hold", heldout), ("rest", rest))}
+    fe, fr = feats(heldout), feats(rest)
     in_pool = rest["clip_id"].isin(set(pool["clip_id"])).to_numpy()
     rows = []
     for kind in ("raw", "deviation"):
@@ -186,12 +178,6 @@ def probe(a) -> int:
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
-
-
-def pd_cat(dfs):
-    import pandas as pd
-
-    return pd.concat(dfs).reset_index(drop=True)
 
 
 def main(argv=None) -> int:

@@ -544,11 +544,24 @@ def build_microvlm(out_dir, pool: pd.DataFrame, gt: _GT, seed: int) -> Path:
                                  image_size=IMAGE_SIZE, seed=seed)
 
 
+def new_microvlm(out_dir, pool: pd.DataFrame, gt: "_GT", seed: int, device: str = "cpu"):
+    """Build the untrained MicroVLM into ``out_dir`` and load it seeded, as every recipe run starts:
+    returns (processor, model)."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    build_microvlm(out_dir, pool, gt, seed)
+    set_seed(seed)
+    processor = AutoProcessor.from_pretrained(out_dir)
+    return processor, Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir).to(device)
+
+
 class _MicroData:
     """All examples of the MicroVLM recipe; every draw is a function of (seed, stage, step, slot) only."""
 
-    def __init__(self, pool: pd.DataFrame, cls_set: pd.DataFrame, gt: _GT, seed: int, word_p: dict):
+    def __init__(self, pool: pd.DataFrame, cls_set: pd.DataFrame, gt: _GT, seed: int, word_p: dict,
+                 mix: dict | None = None):
         self.pool, self.cls_set, self.gt, self.seed, self.word_p = pool, cls_set, gt, seed, word_p
+        self.mix = dict(INSTRUCT_MIX if mix is None else mix)
         self.cls_prompt = prompts.render("paper", LABELS)
         self._gaps = {}
 
@@ -591,9 +604,9 @@ class _MicroData:
                 out.append(self.caption_example(rng))
             else:
                 u = rng.random()
-                if u < INSTRUCT_MIX["classify"]:
+                if u < self.mix["classify"]:
                     out.append(self.classify_example(rng))
-                elif u < INSTRUCT_MIX["classify"] + INSTRUCT_MIX["motion"]:
+                elif u < self.mix["classify"] + self.mix["motion"]:
                     out.append(self.motion_example(rng))
                 else:
                     out.append(self.caption_example(rng))
@@ -803,15 +816,17 @@ def _save_hf(model, processor, out_dir: Path) -> None:
 def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
                    instruct_steps: int = INSTRUCT_STEPS, train_df: pd.DataFrame | None = None,
                    val_df: pd.DataFrame | None = None, eval_every: int = 250, device: str = "cpu",
-                   word_p: dict | None = None, workers: int = 0, vision_steps: int = VISION_TOWER_STEPS) -> dict:
+                   word_p: dict | None = None, workers: int = 0, vision_steps: int = VISION_TOWER_STEPS,
+                   vision_tower=None, instruct_mix: dict | None = None) -> dict:
     """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions).
 
     ``word_p``: the per-label emotion-word probabilities, when computed elsewhere (must equal
     ``captions.word_probs(LABELS, mode)``; lets the recipe run where wordfreq is not installed).
     ``device``: "cpu" or "cuda" (the data pipeline is identical; GPU float arithmetic differs from CPU's).
-    ``workers``: DataLoader worker processes preparing batches (same batches for any number)."""
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
+    ``workers``: DataLoader worker processes preparing batches (same batches for any number).
+    ``vision_tower``: a stage-0 tower (safetensors of ``model.model.visual``) to start from instead of running
+    stage 0; ``instruct_mix``: another task mix than :data:`INSTRUCT_MIX` (both for recipe experiments,
+    ``scripts/microvlm_budget.py``; the committed models use neither)."""
     from . import captions
 
     if train_df is None or val_df is None:
@@ -831,16 +846,18 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     if out_dir.exists():
         shutil.rmtree(out_dir)
     _log(f"{name}: building tokenizer + model (seed {seed})")
-    build_microvlm(out_dir, pool, gt, seed)
+    processor, model = new_microvlm(out_dir, pool, gt, seed, device)
     (out_dir / "tiny_build.json").unlink(missing_ok=True)   # random-init card; the README replaces it
-    set_seed(seed)
-    processor = AutoProcessor.from_pretrained(out_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    data = _MicroData(pool, cls_set, gt, seed, word_p)
+    data = _MicroData(pool, cls_set, gt, seed, word_p, mix=instruct_mix)
     log = _CsvLog(out_dir / "train_log.csv")
     history = []
-    if vision_steps > 0:
+    if vision_tower is not None:
+        from safetensors.torch import load_file
+
+        model.model.visual.load_state_dict(load_file(str(vision_tower), device=str(device)))
+        _log(f"{name}: stage-0 tower loaded from {vision_tower}")
+    elif vision_steps > 0:
         _stage0(model, processor, data, vision_steps, device, workers, log, name, t_start, train_df)
     set_seed(seed + 1)   # later stages start from the same RNG state whether stage 0 ran or was reused
     if FREEZE_VISION:
