@@ -112,12 +112,6 @@ def _depth(dims: dict, layers: int | None) -> tuple[dict, dict]:
     return text, vision
 
 
-def _qwen_ids(tok) -> dict:
-    return {n: tok.convert_tokens_to_ids(s) for n, s in
-            [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-             ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
-
-
 def _full_qwen2_5_vl(proc, dims, text, vision):
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessor,
                               Qwen2VLVideoProcessor)
@@ -130,7 +124,7 @@ def _full_qwen2_5_vl(proc, dims, text, vision):
                                        "mrope_section": tiny._mrope_section(head_dim)},
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(text_config=text, vision_config=vision,
-                                                                **_qwen_ids(tok))
+                                                                **tiny.qwen_token_ids(tok))
 
 
 def _full_qwen3_vl(proc, dims, text, vision):
@@ -147,7 +141,7 @@ def _full_qwen3_vl(proc, dims, text, vision):
                 bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
                 pad_token_id=tok.pad_token_id)
     return Qwen3VLForConditionalGeneration, Qwen3VLConfig(text_config=text, vision_config=vision,
-                                                          tie_word_embeddings=False, **_qwen_ids(tok))
+                                                          tie_word_embeddings=False, **tiny.qwen_token_ids(tok))
 
 
 def _full_internvl3(proc, dims, text, vision):

@@ -171,7 +171,8 @@ def probe(a) -> int:
             clf = LogisticRegression(C=0.01, max_iter=2000, class_weight="balanced").fit(rep(fr[mask]), y["rest"][mask])
             rows.append({"tower": a.tower or "committed microvlm", "features": kind, "trained_on": train_on,
                          "n_train": int(mask.sum()), "n_heldout": len(fe),
-                         "heldout_macro_f1": round(float(f1_score(y["hold"], clf.predict(rep(fe)), average="macro")), 3),
+                         "heldout_macro_f1": round(float(f1_score(y["hold"], clf.predict(rep(fe)),
+                                                                  average="macro")), 3),
                          "train_macro_f1": round(float(f1_score(y["rest"][mask], clf.predict(rep(fr[mask])),
                                                                 average="macro")), 3)})
             print(json.dumps(rows[-1]), flush=True)

@@ -267,6 +267,13 @@ def qwen_pixel_size(image_size: int, *, factor: int = 28) -> dict:
     return {"shortest_edge": min(image_size, 2 * factor) ** 2, "longest_edge": image_size * image_size}
 
 
+def qwen_token_ids(tok) -> dict:
+    """The Qwen-VL special-token ids a Qwen2.5-VL / Qwen3-VL config needs, read from ``tok``."""
+    return {n: tok.convert_tokens_to_ids(s) for n, s in
+            [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+             ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
+
+
 def build_qwen2_5_vl(
     out_dir,
     *,
@@ -308,9 +315,7 @@ def build_qwen2_5_vl(
     if head_dim * t["num_attention_heads"] != t["hidden_size"] or head_dim % 2:
         raise ValueError(f"text hidden_size {t['hidden_size']} must split into an even head_dim over "
                          f"{t['num_attention_heads']} heads")
-    ids = {n: tok.convert_tokens_to_ids(s) for n, s in
-           [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
+    ids = qwen_token_ids(tok)
     text_config = dict(
         vocab_size=_vocab(tok, vocab_size),
         max_position_embeddings=max_position_embeddings,
@@ -373,9 +378,7 @@ def build_qwen3_vl(out_dir, *, corpus=None, vocab_size: int = 2048, text: dict |
     half = t["head_dim"] // 2
     tsec = max(1, round(half * 24 / 64))  # Qwen3-VL: [24, 20, 20] of 64
     mrope = [tsec, (half - tsec) // 2, half - tsec - (half - tsec) // 2]
-    ids = {n: tok.convert_tokens_to_ids(s) for n, s in
-           [("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")]}
+    ids = qwen_token_ids(tok)
     text_config = dict(
         vocab_size=_vocab(tok, vocab_size), max_position_embeddings=max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": mrope,
