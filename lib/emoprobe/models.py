@@ -67,12 +67,12 @@ class Backend:
 def resolve(spec: dict) -> dict:
     """A spec whose ``model`` (or ``adapter``) is a path relative to the repository root (e.g. the embedded
     ``data/models/microvlm``) gets it made absolute, so chapters and the CLI run from any folder. The display
-    ``name`` a chapter gives a model is not part of the backend's settings."""
+    ``name`` and the ``role`` a chapter gives a model are not part of the backend's settings."""
     from pathlib import Path
 
     from . import paths
 
-    spec = {k: v for k, v in spec.items() if k != "name"}
+    spec = {k: v for k, v in spec.items() if k not in ("name", "role")}
     for k in ("model", "adapter"):
         v = spec.get(k)
         if isinstance(v, str) and v and not Path(v).is_absolute():
