@@ -191,7 +191,7 @@ def report_table(df) -> "pd.DataFrame":  # noqa: F821
     """Per model and setting: n, ok, unparsed, failed, accuracy, macro-F1 (sklearn; unparsed/failed count as
     wrong: their prediction is a class outside the label set)."""
     import pandas as pd
-    from sklearn.metrics import f1_score
+    from .metrics import macro_f1_score
 
     rows = []
     df = df[df["task"] != "describe"]
@@ -209,7 +209,7 @@ def report_table(df) -> "pd.DataFrame":  # noqa: F821
             "n": len(g), "ok": int((g["status"] == "ok").sum()), "unparsed": int((g["status"] == "unparsed").sum()),
             "failed": int((g["status"] == "failed").sum()),
             "accuracy": float(sum(a == b for a, b in zip(y, p)) / len(g)) if len(g) else float("nan"),
-            "macro_f1": float(f1_score(y, p, labels=list(labs), average="macro", zero_division=0)),
+            "macro_f1": macro_f1_score(y, p, labs),
         })
     return pd.DataFrame(rows)
 

@@ -27,14 +27,13 @@ from . import labels as _labels
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file (and line or row where there is one) and the reason."""
+from .errors import DataError  # noqa: E402,F401  (defined in errors so sampling need not import data)
 
 
 MANIFEST_COLUMNS = ("clip_id", "path", "label", "split", "label_set")
 FAILED_COLUMNS = ("clip_id", "path", "reason")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from .sampling import IMAGE_SUFFIXES  # noqa: E402  (frame-folder images: one definition, in sampling)
 
 # DFEW: where clips are looked for, in the order "auto" tries them.
 DFEW_CLIP_SOURCES = {

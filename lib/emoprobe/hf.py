@@ -87,10 +87,7 @@ BIG_FILE = 64 * 2**20      # files above this are fingerprinted by (size, sha256
 HEAD_BYTES = 16 * 2**20
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+from .errors import is_oom as _is_oom  # noqa: E402  (one definition of OOM detection)
 
 
 def _file_sha(path: Path) -> str:
@@ -122,14 +119,7 @@ def resize_frames(frames: np.ndarray, max_pixels: int | None) -> np.ndarray:
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def sampling_fps(t: np.ndarray) -> float:
-    """The sampling rate of a clip from its frame timestamps (1/median Δt; 1.0 for a single frame)."""
-    t = np.asarray(t, dtype=float)
-    if t.size < 2:
-        return 1.0
-    d = np.diff(t)
-    d = d[d > 0]
-    return float(1.0 / np.median(d)) if d.size else 1.0
+from .sampling import sampled_fps as sampling_fps  # noqa: E402  (one definition of the sampled-fps convention)
 
 
 def _failed_slots(errs, n_vis, n_text) -> list:

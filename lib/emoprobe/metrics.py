@@ -186,9 +186,26 @@ def bootstrap_ci(df: pd.DataFrame, stat_fn: Callable[[pd.DataFrame], float], n_b
     return CI(point, float(lo), float(hi))
 
 
+def macro_f1_score(y_true, y_pred, labels) -> float:
+    """Macro-F1 over ``labels`` of two sequences: the mean of the per-label F1 (0 for a label never predicted
+    correctly); a prediction outside ``labels`` (None, an unparsed answer, -1) counts as wrong, never dropped.
+    Labels may be strings or class indices. The one macro-F1 of the project (:func:`macro_f1`, the CLI's
+    report and training's validation use it)."""
+    labels = list(labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    yt = np.array([index.get(y, -1) for y in y_true], dtype=int)
+    yp = np.array([index.get(y, -1) if y is not None and not (isinstance(y, float) and math.isnan(y)) else -1
+                   for y in y_pred], dtype=int)
+    if len(yt) != len(yp):
+        raise ValueError(f"macro_f1_score: {len(yt)} true labels but {len(yp)} predictions")
+    if not labels or not len(yt):
+        return float("nan")
+    return float(precision_recall_fscore_support(yt, yp, labels=list(range(len(labels))), zero_division=0)[2].mean())
+
+
 def macro_f1(df: pd.DataFrame, labels: Sequence[str], true: str = "label", pred: str = "pred") -> float:
     y_true, y_pred = predictions(df, labels, true, pred)
-    return float(precision_recall_fscore_support(y_true, y_pred, labels=list(labels), zero_division=0)[2].mean())
+    return macro_f1_score(y_true, y_pred, labels)
 
 
 def macro_f1_ci(df: pd.DataFrame, labels: Sequence[str], **kw) -> CI:

@@ -55,13 +55,7 @@ def load_backend(model: dict | str | Backend) -> tuple[Backend, str]:
     return models.load(spec), str(name)
 
 
-def is_oom(e: BaseException) -> bool:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(e, getattr(torch.cuda, "OutOfMemoryError", ())):
-        return True
-    return isinstance(e, (RuntimeError, MemoryError)) and "out of memory" in str(e).lower()
+from .errors import is_oom  # noqa: E402,F401  (one definition; run.is_oom stays importable)
 
 
 def _free_cuda() -> None:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,18 @@ def fps_instants(duration: float, fps: float) -> np.ndarray:
         raise ValueError(f"fps must be > 0, got {fps!r}")
     n = math.ceil(round(duration * fps, 6))
     return np.round(np.arange(n) / fps, 6)
+
+
+def sampled_fps(t) -> float:
+    """The rate at which a clip was sampled, from its frame timestamps: 1 / median of the positive time steps;
+    1.0 for a single frame or no positive step. The one convention shared by the HF backend (the ``fps`` it
+    gives the processor) and training (``train.video_fps``)."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.size < 2:
+        return 1.0
+    d = np.diff(t)
+    d = d[d > 0]
+    return float(1.0 / np.median(d)) if d.size else 1.0
 
 
 def count_indices(n: int, count: int) -> np.ndarray:

@@ -204,13 +204,9 @@ class _GT:
 
 
 def _macro_f1(y_true, y_pred, n_classes: int) -> float:
-    f1s = []
-    for c in range(n_classes):
-        tp = sum(1 for a, b in zip(y_true, y_pred) if a == c and b == c)
-        fp = sum(1 for a, b in zip(y_true, y_pred) if a != c and b == c)
-        fn = sum(1 for a, b in zip(y_true, y_pred) if a == c and b != c)
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s))
+    from .metrics import macro_f1_score  # one definition of macro-F1
+
+    return macro_f1_score(y_true, y_pred, range(n_classes))
 
 
 class _CsvLog:
@@ -441,15 +437,7 @@ def crt(model, cfg, Xtr, ytr, Xva, yva, out_dir, *, seed: int = 0, steps: int = 
 # ============================================================================================================
 
 
-def video_fps(t) -> float:
-    """Sampled frame rate from timestamps, the HF backend's convention (``hf.sampling_fps``):
-    1 / median of the positive time steps; 1.0 for one frame or no positive step."""
-    t = np.asarray(t, dtype=np.float64)
-    if t.size < 2:
-        return 1.0
-    d = np.diff(t)
-    d = d[d > 0]
-    return float(1.0 / np.median(d)) if d.size else 1.0
+from .sampling import sampled_fps as video_fps  # noqa: E402  (the HF backend's convention, one definition)
 
 
 def video_metadata(frames: np.ndarray, t) -> "object":
