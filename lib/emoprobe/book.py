@@ -106,14 +106,11 @@ def declared_parameters(nb_path: Path) -> set[str]:
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.root(), capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.root(),
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The short form of :func:`emoprobe.store.git_commit` (the one git helper) for the status page."""
+    from .store import git_commit as full
+
+    c = full()
+    return "unknown" if not c else c.split("+")[0][:7] + ("+dirty" if c.endswith("+dirty") else "")
 
 
 def versions() -> dict:
