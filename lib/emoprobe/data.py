@@ -14,9 +14,11 @@ convention of DFEW's frame folders and MAFW's file names.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat as _stat
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +57,66 @@ def norm_id(x) -> str:
     return stem
 
 
+def pad_id(x) -> str:
+    """``norm_id`` without stripping folders or suffixes: an all-digit id is zero-padded to 5 digits."""
+    s = str(x).strip()
+    return f"{int(s):05d}" if re.fullmatch(r"\d+", s) else s
+
+
 def _frame_folder_ok(p: Path) -> bool:
     return p.is_dir() and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())
+
+
+def escapes(name: str) -> bool:
+    """True if a clip name from a split file is not a plain name inside its folder (a path separator, ``..``,
+    an absolute path): such names could make the loader read files outside the dataset root."""
+    s = str(name).strip()
+    return s in (".", "..") or "/" in s or "\\" in s or s.startswith("~") or Path(s).is_absolute() \
+        or "\x00" in s
+
+
+def _inside(path, folder) -> bool:
+    """Lexically (``..`` collapsed, symlinks NOT followed, so a dataset whose folders are links still works)."""
+    a, b = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+
+def _path_problem(p: Path) -> str | None:
+    """Why ``p`` cannot be a clip (None if it can): missing, dangling or looping symlink, FIFO, device file,
+    socket, empty file, empty frame folder, unreadable."""
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"symlink loop: {p}"
+        if os.path.islink(p):
+            return f"broken symlink (target {os.readlink(p)!r} does not exist): {p}"
+        if e.errno == errno.ENOENT:
+            return f"missing file: {p}"
+        if e.errno == errno.ENOTDIR:
+            return f"missing file (a parent is not a folder): {p}"
+        if e.errno == errno.EACCES:
+            return f"permission denied: {p}"
+        return f"cannot stat ({e.strerror}): {p}"
+    mode = st.st_mode
+    if _stat.S_ISFIFO(mode):
+        return f"not a regular file (a FIFO / named pipe): {p}"
+    if _stat.S_ISCHR(mode) or _stat.S_ISBLK(mode):
+        return f"not a regular file (a device file): {p}"
+    if _stat.S_ISSOCK(mode):
+        return f"not a regular file (a socket): {p}"
+    if _stat.S_ISDIR(mode):
+        try:
+            return None if _frame_folder_ok(p) else f"empty frame folder: {p}"
+        except OSError as e:
+            return f"unreadable frame folder ({e.strerror}): {p}"
+    if not _stat.S_ISREG(mode):
+        return f"not a regular file: {p}"
+    if st.st_size == 0:
+        return f"empty file (0 bytes): {p}"
+    if not os.access(p, os.R_OK):
+        return f"permission denied: {p}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -78,21 +138,27 @@ def probe(path, folder_fps: float = 25.0) -> dict:
 
 
 def validate(df: pd.DataFrame, label_set: str | None = None, probe_media: bool = False,
-             strict: bool = False, folder_fps: float = 25.0):
+             strict: bool = False, folder_fps: float = 25.0, extra_reasons: dict | None = None):
     """Check a manifest row by row. Returns ``(ok_df, failed_df)``; ``failed_df`` has the rows' columns plus
-    ``reason``. Checks: required columns (a missing column raises), clip_id present and unique (every row of a
-    duplicated id fails), label in the label set (from ``label_set`` or the ``label_set`` column), path exists
-    (a file, or a folder holding images); with ``probe_media=True`` each clip is also :func:`probe`-d (corrupt,
-    truncated, zero-frame). ``strict=True`` raises a DataError counting the failures instead."""
+    ``reason`` (every problem of the row, joined by "; "). Checks: required columns (a missing column raises),
+    clip_id present and unique (every row of a duplicated id fails; all-digit ids compare zero-padded), label in
+    the label set (from ``label_set`` or the ``label_set`` column), path is a regular non-empty file or a folder
+    holding images (a symlink loop, broken symlink, FIFO, device file or socket gets its own reason); with
+    ``probe_media=True`` each clip is also :func:`probe`-d (corrupt, truncated, zero-frame). ``extra_reasons``
+    ({row position: reason}) adds problems found by a loader (e.g. a name escaping the clip folder).
+    ``strict=True`` raises a DataError counting the failures instead."""
     missing = [c for c in ("clip_id", "path", "label") if c not in df.columns]
     if missing:
         raise DataError(f"manifest lacks column(s) {missing}; it has {list(df.columns)}")
-    reasons: dict[int, str] = {}
+    reasons: dict[int, list[str]] = {}
 
     def fail(i, r):
-        reasons.setdefault(i, r)
+        if r not in reasons.setdefault(i, []):
+            reasons[i].append(r)
 
-    ids = df["clip_id"].astype("string")
+    for i, r in (extra_reasons or {}).items():
+        fail(int(i), str(r))
+    ids = df["clip_id"].map(lambda v: v if pd.isna(v) else pad_id(v)).astype("string")
     counts = ids.value_counts(dropna=True)
     for i, (cid, path, label) in enumerate(zip(ids, df["path"], df["label"])):
         if pd.isna(cid) or str(cid).strip() == "":
@@ -114,12 +180,9 @@ def validate(df: pd.DataFrame, label_set: str | None = None, probe_media: bool =
             fail(i, "no path")
             continue
         p = Path(str(path))
-        if not p.exists():
-            fail(i, f"missing file: {p}")
-        elif p.is_dir() and not _frame_folder_ok(p):
-            fail(i, f"empty frame folder: {p}")
-        elif p.is_file() and p.stat().st_size == 0:
-            fail(i, f"empty file (0 bytes): {p}")
+        problem = _path_problem(p)
+        if problem:
+            fail(i, problem)
         elif probe_media and i not in reasons:
             try:
                 probe(p, folder_fps=folder_fps)
@@ -129,21 +192,23 @@ def validate(df: pd.DataFrame, label_set: str | None = None, probe_media: bool =
     bad[list(reasons)] = True
     ok = df[~bad].reset_index(drop=True)
     failed = df[bad].copy()
-    failed["reason"] = [reasons[i] for i in np.flatnonzero(bad)]
+    failed["reason"] = ["; ".join(reasons[i]) for i in np.flatnonzero(bad)]
     failed = failed.reset_index(drop=True)
     if strict and len(failed):
         raise DataError(_failure_summary(failed, "manifest"))
     return ok, failed
 
 
-def _failure_summary(failed: pd.DataFrame, what: str, k: int = 5) -> str:
+def _failure_summary(failed: pd.DataFrame, what: str, k: int | None = 5) -> str:
+    """``k=None``: every row (the CLI's ``--strict`` prints the full list)."""
+    k = len(failed) if k is None else k
     lines = [f"{r.clip_id}: {r.reason}" for r in failed.head(k).itertuples()]
     more = f" (+{len(failed) - k} more)" if len(failed) > k else ""
     return f"{what}: {len(failed)} invalid row(s){more}:\n  " + "\n  ".join(lines)
 
 
-def _finish(df: pd.DataFrame, label_set: str, strict: bool, what: str):
-    ok, failed = validate(df, label_set)
+def _finish(df: pd.DataFrame, label_set: str, strict: bool, what: str, extra_reasons: dict | None = None):
+    ok, failed = validate(df, label_set, extra_reasons=extra_reasons)
     if strict:
         if len(failed):
             raise DataError(_failure_summary(failed, what))
@@ -180,6 +245,8 @@ def _read_dfew_csv(csv: Path) -> pd.DataFrame:
     raw.columns = [c.strip() for c in raw.columns]
     if set(raw.columns) != {"video_name", "label"}:
         raise DataError(f"{csv}: expected columns video_name,label; found {','.join(raw.columns)}")
+    if raw.empty:
+        raise DataError(f"{csv}: no rows (a header only): this split of the fold would be empty")
     rows = []
     for k, (vid, lab) in enumerate(zip(raw["video_name"], raw["label"])):
         line = k + 2  # 1-based, after the header
@@ -191,8 +258,21 @@ def _read_dfew_csv(csv: Path) -> pd.DataFrame:
             raise DataError(f"{csv}: line {line}: label {lab!r} is not an integer 1..7") from None
         if not 1 <= li <= len(_labels.DFEW):
             raise DataError(f"{csv}: line {line} (video {vid}): label {li} out of range 1..{len(_labels.DFEW)}")
-        rows.append((norm_id(vid), _labels.DFEW[li - 1]))
-    return pd.DataFrame(rows, columns=["clip_id", "label"])
+        bad = (f"{csv}: line {line}: video_name {str(vid).strip()!r} is not a plain clip name (it would resolve "
+               "outside the dataset's Clip/ folder)") if escapes(vid) else ""
+        rows.append((norm_id(vid), _labels.DFEW[li - 1], bad))
+    return pd.DataFrame(rows, columns=["clip_id", "label", "_bad"])
+
+
+def _pop_bad(df: pd.DataFrame, folder: Path) -> tuple[pd.DataFrame, dict]:
+    """Split-file names that escape the clip folder (or whose path ends up outside it): {row: reason}."""
+    bad = {}
+    for i, (why, p) in enumerate(zip(df["_bad"], df["path"])):
+        if why:
+            bad[i] = why
+        elif not _inside(p, folder):
+            bad[i] = f"path {p} is outside the dataset's clip folder {folder}"
+    return df.drop(columns=["_bad"]), bad
 
 
 def _index_videos(folder: Path, recursive: bool = False) -> dict[str, Path]:
@@ -249,8 +329,8 @@ def load_dfew(root, fold: int = 1, split: str | None = "test", clips: str = "aut
 
     df["path"] = [resolve(c) for c in df["clip_id"]]
     df["label_set"] = "dfew"
-    df = df[list(MANIFEST_COLUMNS)]
-    return _finish(df, "dfew", strict, f"DFEW fold {fold} under {root}")
+    df, bad = _pop_bad(df[list(MANIFEST_COLUMNS) + ["_bad"]], root / "Clip")
+    return _finish(df, "dfew", strict, f"DFEW fold {fold} under {root}", extra_reasons=bad)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,10 +352,12 @@ def _read_mafw_txt(txt: Path) -> pd.DataFrame:
             if lab not in _labels.MAFW:
                 raise DataError(f"{txt}: line {line_no}: unknown class {parts[1]!r} "
                                 f"(MAFW classes: {', '.join(_labels.MAFW)})")
-            rows.append((norm_id(name), lab))
+            bad = (f"{txt}: line {line_no}: clip name {name!r} is not a plain file name (it would resolve "
+                   "outside the dataset's clip folders)") if escapes(name) else ""
+            rows.append((norm_id(name), lab, bad))
     if not rows:
         raise DataError(f"{txt}: empty split file")
-    return pd.DataFrame(rows, columns=["clip_id", "label"])
+    return pd.DataFrame(rows, columns=["clip_id", "label", "_bad"])
 
 
 def load_mafw(root, fold: int = 1, split: str | None = "test", clips: str = "auto", strict: bool = True):
@@ -308,8 +390,8 @@ def load_mafw(root, fold: int = 1, split: str | None = "test", clips: str = "aut
     suffix = "" if clips == "frames" else ".mp4"
     df["path"] = [str(index.get(c, expected / (c + suffix))) for c in df["clip_id"]]
     df["label_set"] = "mafw"
-    df = df[list(MANIFEST_COLUMNS)]
-    return _finish(df, "mafw", strict, f"MAFW fold {fold} under {root}")
+    df, bad = _pop_bad(df[list(MANIFEST_COLUMNS) + ["_bad"]], root)
+    return _finish(df, "mafw", strict, f"MAFW fold {fold} under {root}", extra_reasons=bad)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -341,9 +423,16 @@ def load_manifest(csv, label_set: str | None = None, strict: bool = True):
     else:
         df["label_set"] = label_set.lower()
     rel = df["path"].str.strip()
-    df["path"] = [str(p) if Path(p).is_absolute() else str(csv.parent / p) if p else "" for p in rel]
+    empty = np.flatnonzero((rel == "").to_numpy())
+    if len(empty):
+        lines = ", ".join(str(k + 2) for k in empty[:10]) + (" ..." if len(empty) > 10 else "")
+        raise DataError(f"{csv}: line(s) {lines}: empty path ({len(empty)} row(s)); every row needs the clip's "
+                        "video file or frame folder")
+    df["path"] = [str(p) if Path(p).is_absolute() else str(csv.parent / p) for p in rel]
     if "clip_id" not in df.columns:
         df["clip_id"] = [str(Path(p).with_suffix("")) for p in rel]
+    # 25 and 00025 are one clip (also as the last part of a path-derived id: clips/25 == clips/00025)
+    df["clip_id"] = ["/".join([*c.split("/")[:-1], pad_id(c.split("/")[-1])]) for c in df["clip_id"].astype(str)]
     if "split" not in df.columns:
         df["split"] = "all"
     df["label"] = df["label"].str.strip().str.lower()
@@ -470,7 +559,21 @@ def read_split(path, df: pd.DataFrame | None = None):
 # ----------------------------------------------------------------------------------------------------------
 # What chapters call: a profile's `dataset` entry -> manifests
 # ----------------------------------------------------------------------------------------------------------
-def from_spec(spec: dict, split: str = "test") -> pd.DataFrame:
+def with_invalid(ok: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
+    """The valid rows followed by the invalid ones, which carry their reason in an ``invalid`` column (None for
+    valid rows); rows of a duplicated clip_id are kept once (the first, with every reason). ``run.classify``
+    turns each invalid row into a failed answer with that reason, so invalid clips are counted, not dropped."""
+    if failed is None or failed.empty:
+        return ok.reset_index(drop=True)
+    bad = failed.rename(columns={"reason": "invalid"})
+    bad = bad[~bad["clip_id"].astype(str).isin(set(ok["clip_id"].astype(str)))]
+    bad = bad.drop_duplicates("clip_id", keep="first")
+    out = pd.concat([ok.assign(invalid=None), bad], ignore_index=True)
+    out["invalid"] = out["invalid"].astype(object).where(out["invalid"].notna(), None)
+    return out
+
+
+def from_spec(spec: dict, split: str = "test", strict: bool | None = None) -> pd.DataFrame:
     """The manifest a chapter evaluates on, from a profile's ``dataset`` entry.
 
     * ``{"name": "synthfer", "label_set": "mafw", "n_per_class": 45, "n_train": 3000, "size": 112, "seed": 0}``
@@ -484,10 +587,26 @@ def from_spec(spec: dict, split: str = "test") -> pd.DataFrame:
       if the CSV has no split column).
     ``limit`` (optional) keeps the first ``limit`` clips per class of the TEST split, in a stable order (a seeded
     evaluation subset for small compute); the train split is never cut, its class distribution is the point.
+
+    Invalid clips of real datasets and manifests (missing, empty, unknown label, duplicate id, a name escaping
+    the clip folder, ...): by default (``strict=False``, or ``strict`` in the spec) they stay in the manifest
+    with their reason in an ``invalid`` column (see :func:`with_invalid`; ``run.classify`` records them as
+    failed rows and the run goes on); ``strict=True`` raises a DataError listing every invalid row. A filter
+    that leaves no row (a split value that matches nothing, an empty split file) raises a DataError naming it.
     """
     spec = dict(spec)
     name = str(spec.pop("name", "")).lower()
     limit = spec.pop("limit", None)
+    strict = bool(spec.pop("strict", False)) if strict is None else bool(strict)
+
+    def load_real(loader, what, **kw):
+        ok, failed = loader(strict=False, **kw)
+        if strict and len(failed):
+            raise DataError(_failure_summary(failed, what, k=None))
+        if len(failed):
+            log.warning("%s: %d invalid clip(s) kept as failed rows (strict=True aborts instead): %s", what,
+                        len(failed), "; ".join(f"{c}: {r}" for c, r in zip(failed.clip_id[:3], failed.reason[:3])))
+        return ok, failed
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == "synthfer":
@@ -507,23 +626,44 @@ def from_spec(spec: dict, split: str = "test") -> pd.DataFrame:
         if not root:
             raise ValueError(f"dataset spec {spec!r}: a {name} dataset needs `root` (your copy of {name.upper()})")
         n_per_class = spec.get("n_per_class")
+        what = f"{name.upper()} fold {fold} under {root}"
         if n_per_class is None:
-            df = loader(root, fold=fold, split=split)
+            df = with_invalid(*load_real(loader, what, root=root, fold=fold, split=split))
         else:
             from . import paths
 
-            everything = loader(root, fold=fold, split=None)
-            train, test = balanced_split(everything, n_per_class, seed=spec.get("seed", 0), label_set=name)
+            ok, failed = load_real(loader, what, root=root, fold=fold, split=None)
+            # invalid clips with a known label stay in the pool the balanced test split is drawn from (a drawn
+            # one is a failed row, counted as wrong); those with no usable label or a duplicated id cannot be
+            # placed in a class: they are reported here
+            pool = with_invalid(ok, failed)
+            known = pool["label"].isin(_labels.get(name))
+            if (~known).any():
+                log.warning("%s: %d invalid clip(s) with an unknown label left out of the balanced split: %s",
+                            what, int((~known).sum()), ", ".join(pool.loc[~known, "clip_id"].astype(str)[:5]))
+            train, test = balanced_split(pool[known], n_per_class, seed=spec.get("seed", 0), label_set=name)
             write_split(train, test, paths.cache() / "splits" /
                         f"{name}-fold{fold}-n{n_per_class}-s{spec.get('seed', 0)}")
             df = test if split == "test" else train
+            if "invalid" in df.columns and df["invalid"].isna().all():
+                df = df.drop(columns=["invalid"])
     elif name == "manifest":
-        df = load_manifest(spec["csv"], label_set=spec.get("label_set"))
+        csv = spec.get("csv") or spec.get("path")
+        if not csv:
+            raise ValueError(f"dataset spec {spec!r}: a manifest needs `csv` (or `path`): the manifest CSV file")
+        df = with_invalid(*load_real(load_manifest, str(csv), csv=csv, label_set=spec.get("label_set")))
         if "split" in df.columns and df["split"].notna().any():
-            df = df[df["split"] == split]
+            sel = df[df["split"] == split]
+            if sel.empty:
+                values = sorted(map(str, df["split"].dropna().unique()))
+                raise DataError(f"{csv}: the filter split == {split!r} matches none of its {len(df)} rows; "
+                                f"split values present: {values} (case matters)")
+            df = sel
     else:
         raise ValueError(f"unknown dataset name {name!r} in spec; known: synthfer, mafw, dfew, manifest")
     if limit is not None and split == "test":
         df = (df.sort_values("clip_id", kind="stable").groupby("label", sort=False, group_keys=False)
                 .head(int(limit)))
+    if df.empty:
+        raise DataError(f"dataset {name} {spec} ({split} split): no clips")
     return df.reset_index(drop=True)
