@@ -132,10 +132,15 @@ def key(**parts: Any) -> str:
 
 @lru_cache(maxsize=None)
 def input_code_version(modules: tuple[str, ...] = INPUT_MODULES) -> str:
-    """Hash of the source files of the modules that produce the model input (missing modules count as absent).
+    """Hash of the code of the modules that produce the model input (missing modules count as absent).
 
-    The source is read, not imported, so computing the version costs no heavy imports.
+    The source is read, not imported, so computing the version costs no heavy imports. What is hashed is the
+    syntax tree without docstrings, comments, line numbers or layout: re-wording a docstring or re-wrapping code
+    keeps every stored answer, a change to what the code does (or a new function) invalidates them. Plotting and
+    other helpers that do not change pixels live outside these modules (e.g. ``emoprobe.synthfer_plots``).
     """
+    import ast
+
     h = hashlib.sha256()
     for name in modules:
         spec = _import_util.find_spec(name)
@@ -143,7 +148,19 @@ def input_code_version(modules: tuple[str, ...] = INPUT_MODULES) -> str:
         if spec is None or not spec.origin or not os.path.exists(spec.origin):
             h.update(b"<absent>")
         else:
-            h.update(Path(spec.origin).read_bytes())
+            src = Path(spec.origin).read_bytes()
+            try:
+                tree = ast.parse(src)
+            except SyntaxError:
+                h.update(src)
+            else:
+                for node in ast.walk(tree):
+                    body = getattr(node, "body", None)
+                    if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                            and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                            and isinstance(body[0].value.value, str)):
+                        node.body = body[1:] or [ast.Pass()]
+                h.update(ast.dump(tree).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 
