@@ -62,3 +62,25 @@ def test_model_specs_accepts_both_shapes():
 def test_role_and_name_are_not_backend_settings():
     spec = models.resolve({"name": "A", "role": "vlm", "backend": "hf", "model": "x/y"})
     assert spec == {"backend": "hf", "model": "x/y"}
+
+
+def test_readme_manifest_spec_is_what_the_code_reads(tmp_path):
+    """The README's `{name: manifest, ...}` example uses the key data.from_spec reads (issue 13: was `path`)."""
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from emoprobe import data
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"`(\{name: manifest,[^`]*\})`", readme)
+    assert m, "README documents the manifest dataset spec"
+    spec = yaml.safe_load(m.group(1))
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    pd.DataFrame({"path": ["a.mp4"], "label": ["fear"], "split": ["test"]}).to_csv(tmp_path / "my.csv", index=False)
+    spec = {**spec, "csv": str(tmp_path / "my.csv")} if "csv" in spec else spec
+    df = data.from_spec(spec, "test")
+    assert list(df["label"]) == ["fear"]
+    with pytest.raises(ValueError, match="`csv`"):
+        data.from_spec({"name": "manifest", "label_set": "mafw"}, "test")
