@@ -2,8 +2,10 @@
 
 The behaviour is chosen by a marker in the last text part of the request: ``MODE=<mode>`` (the rest of the prompt) with modes
 ``ok:<answer>``, ``500once`` (500 on the first attempt of that prompt, then ok), ``500always``, ``429once``,
-``400``, ``badjson``, ``nochoices``, ``empty``, ``slow:<seconds>`` (then ok). Without a marker it answers
-``happiness``. The server records every request (headers and body) and the peak number of requests in flight.
+``400``, ``badjson``, ``nochoices``, ``empty``, ``slow:<seconds>`` (then ok), ``429ra:<s>`` (429 with
+``Retry-After: <s>`` on the first attempt, then ok), ``503ra:<s>`` (always 503 with ``Retry-After: <s>``),
+``echo400`` (400 whose error body echoes the request's Authorization header, as some servers do) and
+``echook`` (answers ``happiness`` followed by the echoed header). Without a marker it answers ``happiness``. The server records every request (headers and body) and the peak number of requests in flight.
 """
 from __future__ import annotations
 
@@ -47,9 +49,11 @@ class FakeOpenAI:
         self.server.server_close()
         self.thread.join(timeout=5)
 
-    def _send(self, h, code: int, body: str | bytes, ctype="application/json"):
+    def _send(self, h, code: int, body: str | bytes, ctype="application/json", headers=None):
         data = body.encode() if isinstance(body, str) else body
         h.send_response(code)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
@@ -72,7 +76,18 @@ class FakeOpenAI:
             with self.lock:
                 k = self.attempts[prompt] = self.attempts.get(prompt, 0) + 1
             answer = "happiness"
-            if mode.startswith("ok:"):
+            auth = h.headers.get("Authorization", "")
+            if mode.startswith("429ra:") and k == 1:
+                return self._send(h, 429, '{"error": {"message": "rate limited"}}',
+                                  headers={"Retry-After": mode[6:].split()[0]})
+            if mode.startswith("503ra:"):
+                return self._send(h, 503, '{"error": {"message": "overloaded"}}',
+                                  headers={"Retry-After": mode[6:].split()[0]})
+            if mode.startswith("echo400"):
+                return self._send(h, 400, json.dumps({"error": {"message": f"invalid credentials: {auth}"}}))
+            if mode.startswith("echook"):
+                answer = f"happiness (you sent Authorization: {auth})"
+            elif mode.startswith("ok:"):
                 answer = mode[3:]
             elif mode.startswith("slow:"):
                 time.sleep(float(mode[5:].split()[0]))

@@ -11,7 +11,9 @@ Spec keys (``{"backend": "openai", ...}``):
 ``timeout_s``       per request, default 120
 ``max_retries``     retries after the first attempt for connection errors, timeouts, 429 and 5xx (default 4),
                     exponential backoff ``backoff_s * 2**attempt`` (cap ``backoff_max_s``) times a jitter in
-                    [0.5, 1.5) drawn from a RNG seeded by the request index (deterministic)
+                    [0.5, 1.5) drawn from a RNG seeded by the request index (deterministic); a 429/503 with
+                    ``Retry-After`` (seconds or an HTTP date; also ``retry-after-ms``) waits what the server
+                    asked, capped at ``retry_after_max_s`` (default 60)
 ``max_tokens``      default 64; ``temperature`` default 0; ``seed`` sent when given
 ``image_format``    ``jpeg`` (default) or ``png``; ``jpeg_quality`` default 90
 ``as_video``        False: frames as several ``image_url`` parts; True: one ``video_url`` part with a
@@ -22,7 +24,12 @@ Spec keys (``{"backend": "openai", ...}``):
 Faults: connection errors, timeouts, 429 and 5xx are retried (bounded), then the item becomes
 ``Answer.failed(reason)`` and the run goes on; other 4xx fail at once; a malformed reply (invalid JSON, no
 choices, empty content) fails with its reason. The retry loop is ours (the client's is disabled) so that
-every attempt is counted in ``Answer.extra["attempts"]`` and tests can use millisecond backoffs.
+every attempt is counted in ``Answer.extra["attempts"]`` (failed answers too) and tests can use millisecond
+backoffs.
+
+Secrets: the value of the variable named by ``api_key_env`` (whatever its name) is registered with
+:func:`emoprobe.store.register_secret_env`, so a server that echoes it (error bodies do) never gets it into
+answers, errors, the run store, logs or notebooks; Authorization / bearer values are scrubbed as well.
 
 Tokens: the API reports only ``prompt_tokens`` (text + images together) and ``completion_tokens``. They go to
 ``Answer.extra``; ``n_visual_tokens``/``n_text_tokens`` stay ``None`` (unknown) rather than a wrong split.
@@ -53,6 +60,7 @@ DEFAULTS = {
     "max_retries": 4,
     "backoff_s": 1.0,
     "backoff_max_s": 30.0,
+    "retry_after_max_s": 60.0,
     "max_tokens": 64,
     "temperature": 0.0,
     "seed": None,
@@ -67,7 +75,37 @@ _ANSWER_SETTINGS = ("max_tokens", "temperature", "seed", "image_format", "jpeg_q
 
 
 class _Permanent(Exception):
-    pass
+    def __init__(self, msg: str, attempts: int = 1):
+        super().__init__(msg)
+        self.attempts = attempts
+
+
+def retry_after_s(headers) -> float | None:
+    """Seconds a 429/503 reply asks us to wait (``retry-after-ms``, ``Retry-After`` as seconds or HTTP date)."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        ra = headers.get("retry-after")
+        if ra is None:
+            return None
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            import email.utils
+
+            when = email.utils.parsedate_to_datetime(ra)
+            if when is None:
+                return None
+            import datetime as _dt
+
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=_dt.timezone.utc)
+            return max(0.0, (when - _dt.datetime.now(_dt.timezone.utc)).total_seconds())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def encode_image(frame: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> str:
@@ -107,6 +145,10 @@ class OpenAIBackend(Backend):
         if int(s["max_concurrency"]) < 1 or int(s["max_retries"]) < 0:
             raise ModelError(f"openai model {s['model']!r}: max_concurrency >= 1 and max_retries >= 0 required")
         self.name = s.get("name") or s["model"]
+        from emoprobe import store as _store
+
+        _store.register_secret_env(s["api_key_env"])  # whatever its name, its value is a secret
+        _store.install_log_scrubber()
         self._client = None
         self._client_lock = threading.Lock()
 
@@ -192,26 +234,38 @@ class OpenAIBackend(Backend):
         if s["seed"] is not None:
             body["seed"] = int(s["seed"])
         last = None
+        asked = None  # seconds the server asked us to wait (Retry-After on 429/503)
         for attempt in range(int(s["max_retries"]) + 1):
             if attempt:
                 delay = min(float(s["backoff_s"]) * 2 ** (attempt - 1), float(s["backoff_max_s"]))
-                time.sleep(delay * (0.5 + rng.random()))
+                delay *= 0.5 + rng.random()
+                if asked is not None:
+                    delay = max(delay, min(asked, float(s["retry_after_max_s"])))
+                time.sleep(delay)
+            asked = None
             try:
                 raw = self._get_client().chat.completions.with_raw_response.create(**body)
             except openai.APIStatusError as e:
                 code = e.status_code
                 last = f"HTTP {code}: {_short(e.message)}"
+                if code in (429, 503):
+                    asked = retry_after_s(getattr(e.response, "headers", None))
                 if code == 429 or code >= 500 or code == 408:
                     continue
-                raise _Permanent(last)
+                raise _Permanent(last, attempt + 1)
             except openai.APITimeoutError:
                 last = f"timeout after {s['timeout_s']} s"
                 continue
             except openai.APIConnectionError as e:
                 last = f"connection error: {_short(str(e.__cause__ or e))}"
                 continue
-            return (*self._read_reply(raw.http_response.text), attempt + 1)
-        raise _Permanent(f"gave up after {int(s['max_retries']) + 1} attempts; last: {last}")
+            try:
+                return (*self._read_reply(raw.http_response.text), attempt + 1)
+            except _Permanent as e:
+                e.attempts = attempt + 1
+                raise
+        raise _Permanent(f"gave up after {int(s['max_retries']) + 1} attempts; last: {last}",
+                         int(s["max_retries"]) + 1)
 
     @staticmethod
     def _read_reply(text: str) -> tuple[str, dict]:
@@ -242,8 +296,8 @@ class OpenAIBackend(Backend):
         try:
             text, usage, attempts = self._chat(content, index)
         except _Permanent as e:
-            return None, {}, scrub(f"{self.name} at {self.spec['base_url']}: {e}")
-        return text, {**usage, "attempts": attempts}, None
+            return None, {"attempts": e.attempts}, scrub(f"{self.name} at {self.spec['base_url']}: {e}")
+        return scrub(text), {**usage, "attempts": attempts}, None
 
     def _classify_one(self, index: int, req: ClassifyRequest) -> Answer:
         text, extra, err = self._call(index, lambda: self.build_content(req.frames, req.t, req.prompt,
@@ -251,6 +305,7 @@ class OpenAIBackend(Backend):
         if err:
             a = Answer.failed(err)
             a.n_visual_tokens = a.n_text_tokens = None
+            a.extra = extra or None
             return a
         label, method = parse_label(text, req.labels)
         return Answer(text=text, label=label, status="ok" if label else "unparsed", parse_method=method,
@@ -261,6 +316,7 @@ class OpenAIBackend(Backend):
         if err:
             a = Answer.failed(err)
             a.n_visual_tokens = a.n_text_tokens = None
+            a.extra = extra or None
             return a
         return Answer(text=text, status="ok", parse_method="text", n_visual_tokens=None, n_text_tokens=None,
                       extra=extra)
