@@ -337,10 +337,6 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
     """
     sampling = {"strategy": "fps", "fps": 5} if sampling is None else dict(sampling)
     if transform != "none":
-        import importlib.util
-
-        if importlib.util.find_spec("emoprobe.transforms") is None:
-            raise ValueError(f"transform {transform!r}: emoprobe has no transforms module yet (only 'none')")
         from emoprobe import transforms as _transforms
 
         _transforms.parse_name(transform)  # an unknown name or detector fails fast (TransformError, a ValueError)

@@ -1,7 +1,7 @@
 """The vision-only temporal classifier (the MAE-DFER / HiCMAE role in the book) and its backend.
 
 Model: a compact (2+1)D CNN (R(2+1)D-style factorised convolutions, Tran et al. 2018) on a fixed clip of
-``n_frames`` (16) RGB frames resized to ``size`` (64) pixels. Every block is a spatial 3x3 convolution
+``n_frames`` (16) RGB frames resized to ``size`` (48) pixels. Every block is a spatial 3x3 convolution
 followed by a temporal 3-tap convolution, so the network sees motion; the head pools over space, then
 concatenates the temporal mean and max of the last feature map and applies one linear classifier (the part
 re-trained by the decoupled balanced fine-tuning, cRT). Each frame is centre-cropped to the face region by a
