@@ -1,0 +1,478 @@
+"""The chapter-facing layer: what every chapter notebook needs between ``run.classify`` and its prose.
+
+A chapter is prose plus short calls into this module (and :mod:`emoprobe.verdicts` for its decisions):
+
+```python
+from emoprobe import chapter, verdicts
+chapter.quiet()                                             # no progress bars, no known-harmless warnings
+available, skipped = chapter.roles(models)                  # which model roles can run here, and why not
+pred = chapter.predict(available, test, {"original": {"sampling": s},
+                                         "shuffled": {"sampling": s, "shuffle_seed": 0}}, seed=seed)
+pred.f1("MicroVLM", "original")                             # CI(point, lo, hi), bootstrap over clips, cached
+pred.diff("MicroVLM", "original", "shuffled")               # PairedDiff(b − a, lo, hi, p), same clips
+verdicts.change(pred, "MicroVLM", "original", "shuffled", effect=0.05, expect="none").glue("verdict_vlm")
+```
+
+* :func:`quiet` — the quiet settings for notebooks, in one place, each with its reason.
+* :func:`roles` — ``models`` is a list of spec dicts (role = display name) or a mapping role -> spec (or
+  None, or a list of specs). A role is available when it is set, its local checkpoint exists (config.json +
+  *.safetensors), its backend's package imports and, for an HTTP model, its API-key variable is set. Each
+  skipped role comes with one sentence for the page.
+* :func:`predict` — loads each model ONCE under its display name (``spec["name"]``), runs every condition
+  (a dict name -> keyword arguments of ``run.classify``: ``sampling``, ``shuffle_seed``, ``transform``,
+  ``prompt``, ``score``, ``labels``; ``{"task": "msce", ...}`` calls ``run.msce`` instead), frees the model,
+  and returns a :class:`Predictions`.
+* :class:`Predictions` — the wide per-clip table (one row per clip, sorted by clip id; one column
+  ``"<model> | <condition>"`` per model and condition holding the prediction, failed/unparsed as
+  ``metrics.OTHER``) with cached bootstrap statistics from :mod:`emoprobe.metrics`: every bootstrap of one
+  table uses the same seed and class strata, so its replicates repeat across calls and each column's macro-F1
+  on each replicate is computed once.
+* Figure helpers: :func:`chance_line` (every F1 figure has one), :func:`glue_figure`, :func:`note`.
+
+The chance level of a class-balanced test set of K classes is 1/K macro-F1 (``Predictions.chance``).
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from emoprobe import metrics, paths
+
+SEP = " | "   # between model and condition in a column name of the wide table
+
+
+# ------------------------------------------------------------------------------------------------ quiet
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+_QUIET_DONE = False
+
+
+def quiet() -> None:
+    """Silence what a rendered chapter must not show (idempotent). Each filter and its reason:
+
+    * ``tqdm.TqdmWarning`` — ``tqdm.auto`` warns in a kernel without ipywidgets; the book shows no bars at all
+      (every call here passes ``progress=False``);
+    * transformers' weight-loading progress bars (``disable_progress_bar``) — bars are stderr noise in HTML;
+    * the log line "`past_key_values`/`cache_params` are deprecated" of ``transformers.utils.generic`` — the HF
+      backend's label scoring passes the KV cache this way; answers are unaffected (only that message is
+      dropped, other transformers warnings still show);
+    * ``torch.set_num_threads(OMP_NUM_THREADS or 1)`` where torch is imported — not a filter: on the shared
+      2-core machines two threads spin against each other and run far slower than one (facts.md).
+    """
+    global _QUIET_DONE
+    try:
+        from tqdm import TqdmWarning
+
+        warnings.filterwarnings("ignore", category=TqdmWarning)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        pass
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    if not _QUIET_DONE:
+        logging.getLogger("transformers.utils.generic").addFilter(
+            _DropMessage("`past_key_values`/`cache_params` are deprecated"))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+    _QUIET_DONE = True
+
+
+# ------------------------------------------------------------------------------------------------ roles
+def display_name(spec) -> str:
+    """The name a model is shown under: ``spec["name"]``, else its ``model`` (a loaded backend: its ``name``)."""
+    if not isinstance(spec, dict):
+        inner = getattr(spec, "spec", {}) or {}
+        return str(getattr(spec, "name", None) or inner.get("name") or inner.get("model") or type(spec).__name__)
+    return str(spec.get("name") or spec.get("model"))
+
+
+def _is_local(spec: dict) -> bool:
+    m = str(spec.get("model", ""))
+    return spec.get("backend", "hf") == "vision" or m.startswith(("data/", "/", "./", "~", "../"))
+
+
+def unavailable(spec: dict | None, role: str = "model", profile: str | None = None) -> str | None:
+    """Why ``spec`` cannot run here (one sentence), or None when it can."""
+    if not spec:
+        where = f" for the `{profile}` profile" if profile else ""
+        return f"`{role}` is not set{where}"
+    if not isinstance(spec, dict) or not spec.get("model"):
+        return f"`{role}` is not a model spec with a `model` entry: {spec!r}"
+    backend = spec.get("backend", "hf")
+    m = str(spec["model"])
+    if _is_local(spec):
+        p = Path(m).expanduser()
+        if not p.exists():
+            try:
+                p = paths.root() / m
+            except FileNotFoundError:
+                pass
+        if not ((p / "config.json").is_file() and any(p.glob("*.safetensors"))):
+            return f"the checkpoint `{m}` of {display_name(spec)} is missing (no config.json + *.safetensors)"
+    needs = {"hf": "transformers", "vision": "torch", "openai": None}.get(backend, "unknown")
+    if needs == "unknown":
+        return f"{display_name(spec)} names an unknown backend `{backend}`"
+    if needs:
+        import importlib.util
+
+        if importlib.util.find_spec(needs) is None:
+            return f"{display_name(spec)} needs the package `{needs}`, which is not installed"
+    env = spec.get("api_key_env")
+    if backend == "openai" and env and not os.environ.get(env):
+        return f"{display_name(spec)} needs an API key in the environment variable `{env}`, which is not set"
+    return None
+
+
+def roles(models, profile: str | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """``(available, skipped)``: ``available`` maps a role to its spec, ``skipped`` a role to one sentence.
+
+    ``models``: a list of specs (the role of each is its display name) or a mapping role -> spec | None |
+    list of specs (a list role expands to one role per spec, named by the spec's display name).
+    Order is kept."""
+    items: list[tuple[str, Any]] = []
+    if isinstance(models, dict):
+        for role, v in models.items():
+            if isinstance(v, (list, tuple)):
+                items += [(display_name(s) if isinstance(s, dict) else f"{role}[{i}]", s) for i, s in enumerate(v)]
+            else:
+                items.append((role, v))
+    elif isinstance(models, (list, tuple)):
+        items = [(display_name(s) if isinstance(s, dict) else f"models[{i}]", s) for i, s in enumerate(models)]
+    else:
+        raise TypeError(f"models must be a list of specs or a mapping role -> spec, got {type(models).__name__}")
+    available, skipped = {}, {}
+    for role, spec in items:
+        why = unavailable(spec, role, profile)
+        if why is None:
+            available[role] = dict(spec)
+        else:
+            skipped[role] = why
+    return available, skipped
+
+
+# ------------------------------------------------------------------------------------------------ predict
+class _Named:
+    """A loaded backend shown under a display name; answers and run-store keys are the inner backend's."""
+
+    def __init__(self, inner, name: str):
+        self.inner, self.name = inner, name
+        self.spec = getattr(inner, "spec", {})
+
+    def fingerprint(self) -> dict:
+        return self.inner.fingerprint()
+
+    def classify(self, requests, score=False):
+        return self.inner.classify(requests, score=score)
+
+    def describe(self, requests):
+        return self.inner.describe(requests)
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+
+def load(spec: dict, device: str = "auto", **extra):
+    """Load one model under its display name (``extra`` keys, e.g. ``attention=True``, go into an HF spec).
+    An already loaded backend is wrapped as it is."""
+    from emoprobe import models as _models
+
+    if not isinstance(spec, dict):
+        return _Named(spec, display_name(spec))
+    s = {k: v for k, v in spec.items() if k not in ("name", "role")}
+    if s.get("backend", "hf") == "hf":
+        if device and device != "auto":
+            s.setdefault("device", device)
+        s.update(extra)
+    return _Named(_models.load(s), display_name(spec))
+
+
+def free() -> None:
+    """Return memory after the caller dropped its last reference to a model."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # is_available() can take seconds without a GPU
+        torch.cuda.empty_cache()
+
+
+def _call(backend, manifest, kw: dict, seed: int, store, labels) -> pd.DataFrame:
+    from emoprobe import run
+
+    kw = dict(kw)
+    task = kw.pop("task", "classify")
+    kw.setdefault("labels", labels)
+    if kw.get("score") and getattr(backend, "spec", {}).get("backend") == "openai":
+        kw["score"] = False   # a chat API returns text, not label likelihoods
+    fn = {"classify": run.classify, "msce": run.msce}.get(task)
+    if fn is None:
+        raise ValueError(f"condition task must be 'classify' or 'msce', got {task!r}")
+    return fn(backend, manifest, seed=seed, store=store, progress=False, **kw)
+
+
+def predict(models, manifest: pd.DataFrame, conditions: dict[str, dict], *, seed: int = 0, store=None,
+            labels=None, device: str = "auto", n_boot: int = 1000, load_extra: dict | None = None,
+            kinds: dict[str, str] | None = None) -> "Predictions":
+    """Run every model (a list of specs or loaded backends, or the ``available`` mapping of :func:`roles`)
+    under every condition.
+
+    Each model is loaded once (``load(spec, device, **load_extra)``), every condition runs through
+    ``run.classify`` (or ``run.msce`` for ``{"task": "msce"}``) with ``seed``, ``store``, ``progress=False``
+    and the manifest's label set (or ``labels``), then the model is freed. Answers come from the run store
+    when present. ``kinds``: model -> "vlm" | "vision-only" (default: from each spec's backend)."""
+    specs = list(models.values()) if isinstance(models, dict) else list(models)
+    runs, timing, kind = {}, {}, {}
+    for spec in specs:
+        name = display_name(spec)
+        sdict = spec if isinstance(spec, dict) else (getattr(spec, "spec", {}) or {})
+        kind[name] = (kinds or {}).get(name) or ("vision-only" if sdict.get("backend") == "vision" else "vlm")
+        t0 = time.perf_counter()
+        backend = load(spec, device, **(load_extra or {}))
+        for cond, kw in conditions.items():
+            runs[(name, cond)] = _call(backend, manifest, kw, seed, store, labels)
+        del backend
+        free()
+        timing[name] = time.perf_counter() - t0
+    lab = labels if labels is not None else _labels_of(manifest)
+    return Predictions(runs, manifest, lab, n_boot=n_boot, seed=seed, kinds=kind, timing=timing)
+
+
+def _labels_of(manifest: pd.DataFrame) -> list[str]:
+    from emoprobe import labels as _labels
+
+    sets = sorted(set(manifest["label_set"].dropna().astype(str).str.lower())) if "label_set" in manifest else []
+    if len(sets) != 1:
+        raise ValueError(f"manifest label sets {sets}: pass labels= to predict")
+    return list(_labels.get(sets[0]))
+
+
+# ------------------------------------------------------------------------------------------------ the table
+class Predictions:
+    """The wide per-clip table of one chapter: clip × model × condition, with cached bootstrap statistics.
+
+    ``runs``: {(model, condition): run.classify frame}; ``manifest``: the clips (extra columns such as
+    ``order_dependent`` or ``micro`` are carried into ``wide``); ``labels``: the label list (K = len).
+    Conditions passed to the statistics may be one name or a list of names (the statistic is then the mean
+    over them, e.g. over shuffle seeds). All intervals are 95% percentile bootstraps over clips, resampled
+    within true class, ``n_boot`` replicates from ``seed`` (``metrics.bootstrap_ci`` /
+    ``metrics.paired_bootstrap_diff``)."""
+
+    CARRY = ("order_dependent", "micro", "micro_onset_s", "micro_offset_s", "variant", "duration_s")
+
+    def __init__(self, runs: dict, manifest: pd.DataFrame, labels: Sequence[str], *, n_boot: int = 1000,
+                 seed: int = 0, kinds: dict | None = None, timing: dict | None = None):
+        self.runs = dict(runs)
+        self.labels = list(labels)
+        self.k = len(self.labels)
+        self.n_boot, self.seed = int(n_boot), int(seed)
+        self.models = list(dict.fromkeys(m for m, _ in self.runs))
+        self.conditions = list(dict.fromkeys(c for _, c in self.runs))
+        self.kinds = {m: (kinds or {}).get(m, "vlm") for m in self.models}
+        self.timing = dict(timing or {})
+        keep = ["clip_id", "label"] + [c for c in self.CARRY if c in manifest.columns]
+        wide = manifest[keep].copy()
+        wide["clip_id"] = wide["clip_id"].astype(str)
+        wide = wide.sort_values("clip_id", kind="stable").reset_index(drop=True)
+        for (m, c), df in self.runs.items():
+            _, y_pred = metrics.predictions(df, self.labels)
+            s = pd.Series(y_pred, index=df["clip_id"].astype(str).to_numpy())
+            missing = set(wide["clip_id"]) - set(s.index)
+            if missing:
+                raise ValueError(f"run {m!r} / {c!r} lacks {len(missing)} clip(s) of the manifest, "
+                                 f"e.g. {sorted(missing)[:3]}")
+            wide[self.col(m, c)] = s.reindex(wide["clip_id"]).to_numpy()
+        self.wide = wide
+        self._cache: dict = {}
+
+    # --- names
+    @staticmethod
+    def col(model: str, condition) -> str:
+        """Column of the wide table holding ``model``'s predictions under ``condition``."""
+        return f"{model}{SEP}{condition}"
+
+    @property
+    def chance(self) -> float:
+        """Macro-F1 of a uniform guess on a class-balanced test set: 1/K."""
+        return 1.0 / self.k
+
+    @property
+    def n(self) -> int:
+        return len(self.wide)
+
+    def vlms(self) -> list[str]:
+        return [m for m in self.models if self.kinds[m] == "vlm"]
+
+    def vision(self) -> list[str]:
+        return [m for m in self.models if self.kinds[m] == "vision-only"]
+
+    def subset(self, mask) -> "Predictions":
+        """The same predictions restricted to the rows of ``wide`` where ``mask`` (aligned with ``wide``)."""
+        mask = np.asarray(mask, bool)
+        ids = set(self.wide.loc[mask, "clip_id"])
+        runs = {k: df[df["clip_id"].astype(str).isin(ids)].reset_index(drop=True) for k, df in self.runs.items()}
+        return Predictions(runs, self.wide[mask], self.labels, n_boot=self.n_boot, seed=self.seed,
+                           kinds=self.kinds, timing=self.timing)
+
+    # --- per-replicate statistics (cached by replicate)
+    def _conds(self, conditions) -> list:
+        return list(conditions) if isinstance(conditions, (list, tuple)) else [conditions]
+
+    def _stat_on(self, d: pd.DataFrame, model: str, conditions, stat: str = "macro_f1") -> float:
+        key_rows = hashlib.blake2b(d.index.to_numpy().tobytes(), digest_size=16).digest()
+        vals = []
+        for c in self._conds(conditions):
+            col = self.col(model, c)
+            if col not in d.columns:
+                raise KeyError(f"no predictions for model {model!r} under condition {c!r}; have "
+                               f"{self.models} × {self.conditions}")
+            key = (stat, col, key_rows)
+            if key not in self._cache:
+                if stat == "macro_f1":
+                    v = metrics.macro_f1(d, self.labels, pred=col)
+                elif stat == "accuracy":
+                    v = float(metrics.correct(d, self.labels, pred=col).mean())
+                else:
+                    raise ValueError(f"stat must be 'macro_f1' or 'accuracy', got {stat!r}")
+                self._cache[key] = v
+            vals.append(self._cache[key])
+        return float(np.mean(vals))
+
+    def _boot(self) -> dict:
+        return {"n_boot": self.n_boot, "seed": self.seed}
+
+    def bootstrap(self, fn: Callable[[pd.DataFrame], float], cache: str | None = None) -> metrics.CI:
+        """``metrics.bootstrap_ci`` of any statistic of the wide table (same replicates as every other call)."""
+        key = ("ci", cache) if cache else None
+        if key and key in self._cache:
+            return self._cache[key]
+        ci = metrics.bootstrap_ci(self.wide, fn, **self._boot())
+        if key:
+            self._cache[key] = ci
+        return ci
+
+    def f1(self, model: str, conditions) -> metrics.CI:
+        """Macro-F1 (point, lo, hi) of ``model`` under ``conditions`` (a name or a list: mean over them)."""
+        return self.bootstrap(lambda d: self._stat_on(d, model, conditions),
+                              cache=f"f1:{model}:{self._conds(conditions)}")
+
+    def accuracy(self, model: str, conditions) -> metrics.CI:
+        return self.bootstrap(lambda d: self._stat_on(d, model, conditions, "accuracy"),
+                              cache=f"acc:{model}:{self._conds(conditions)}")
+
+    def diff(self, model: str, a, b, stat: str = "macro_f1", model_b: str | None = None) -> metrics.PairedDiff:
+        """Paired bootstrap of stat(``model_b`` or ``model``, b) − stat(``model``, a) on the same clips."""
+        mb = model if model_b is None else model_b
+        key = ("diff", stat, model, str(self._conds(a)), mb, str(self._conds(b)))
+        if key not in self._cache:
+            ta, tb = self.wide.assign(_side="a"), self.wide.assign(_side="b")
+
+            def fn(d):
+                if d["_side"].iat[0] == "b":
+                    return self._stat_on(d, mb, b, stat)
+                return self._stat_on(d, model, a, stat)
+
+            self._cache[key] = metrics.paired_bootstrap_diff(ta, tb, fn, **self._boot())
+        return self._cache[key]
+
+    def contrast(self, m1: str, m2: str, a, b) -> metrics.CI:
+        """Bootstrap of Δ(m1) − Δ(m2), Δ = macro-F1(b) − macro-F1(a), on the same resampled clips."""
+        return self.bootstrap(lambda d: (self._stat_on(d, m1, b) - self._stat_on(d, m1, a))
+                              - (self._stat_on(d, m2, b) - self._stat_on(d, m2, a)),
+                              cache=f"contrast:{m1}:{m2}:{a}:{b}")
+
+    # --- plain (non-bootstrap) views
+    def report(self, model: str, condition) -> metrics.Report:
+        return metrics.report(self.wide, self.labels, pred=self.col(model, condition))
+
+    def per_class(self, model: str, conditions) -> pd.Series:
+        """Per-class F1 (mean over ``conditions`` when several)."""
+        parts = [self.report(model, c).per_class["f1"] for c in self._conds(conditions)]
+        return pd.concat(parts, axis=1).mean(axis=1).rename("f1")
+
+    def confusion(self, model: str, condition, normalize="true") -> pd.DataFrame:
+        return metrics.confusion(self.wide, self.labels, normalize=normalize, pred=self.col(model, condition))
+
+    def top_share(self, model: str, condition) -> float:
+        """Share of clips given the most common answer (``metrics.top_answer_share``)."""
+        return metrics.top_answer_share(self.wide, pred=self.col(model, condition))
+
+    def curve(self, conditions: Iterable | None = None, x: str = "condition") -> pd.DataFrame:
+        """Long table model, ``x`` (the condition), macro-F1, CI lo, CI hi, accuracy, top answer share."""
+        rows = []
+        for m in self.models:
+            for c in (conditions or self.conditions):
+                ci = self.f1(m, c)
+                rows.append({"model": m, x: c, "macro-F1": ci.point, "CI lo": ci.lo, "CI hi": ci.hi,
+                             "accuracy": float(metrics.correct(self.wide, self.labels, pred=self.col(m, c)).mean()),
+                             "top answer share": self.top_share(m, c)})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> pd.DataFrame:
+        """Per model: clips, answers over all conditions, answers from the run store, failed, unparsed,
+        seconds this build spent (loading + running)."""
+        rows = {}
+        for m in self.models:
+            dfs = [df for (mm, _), df in self.runs.items() if mm == m]
+            rows[m] = {"clips": self.n, "answers": int(sum(len(d) for d in dfs)),
+                       "from run store": int(sum(d["cached"].sum() for d in dfs)),
+                       "failed": int(sum((d["status"] == "failed").sum() for d in dfs)),
+                       "unparsed": int(sum((d["status"] == "unparsed").sum() for d in dfs)),
+                       "seconds": round(float(self.timing.get(m, float("nan"))), 1)}
+        return pd.DataFrame(rows).T
+
+
+# ------------------------------------------------------------------------------------------------ page helpers
+def chance_line(ax, k: int, label: str | None = "chance (1/K)", horizontal: bool = True) -> None:
+    """Dashed line at the chance macro-F1 1/k of a class-balanced test set (every F1 figure has one)."""
+    y = 1.0 / int(k)
+    kw = dict(color="0.35", linestyle="--", linewidth=1, zorder=0.5, label=label)
+    (ax.axhline if horizontal else ax.axvline)(y, **kw)
+
+
+def legend_outside(ax, **kw) -> None:
+    """Put the legend of ``ax`` to the right of the axes, where it cannot cover data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, **kw)
+
+
+def glue_figure(key: str, fig) -> None:
+    """Glue a figure (shown only where a ``{glue:figure}`` directive places it) and close it."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(key, fig, display=False)
+    plt.close(fig)
+
+
+def glue_all(**values) -> None:
+    """Glue several named values at once (numbers and text for the prose)."""
+    from myst_nb import glue
+
+    for k, v in values.items():
+        glue(k, v, display=False)
+
+
+def note(text: str) -> None:
+    """A one-line note in the page (e.g. why a section was skipped)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"> **Note:** {text}"))

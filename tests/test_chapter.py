@@ -1,0 +1,100 @@
+"""The chapter-facing layer: roles, predict (one load per model, every condition), the wide table."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emoprobe import chapter, labels
+from run_helpers import FakeBackend, manifest
+
+
+def test_roles_reasons(tmp_path, monkeypatch):
+    ok = tmp_path / "ckpt"
+    ok.mkdir()
+    (ok / "config.json").write_text("{}")
+    (ok / "model.safetensors").write_bytes(b"x")
+    monkeypatch.delenv("SOME_KEY_FOR_TEST", raising=False)
+    models = {
+        "vlm": {"name": "Here", "backend": "vision", "model": str(ok)},
+        "gone": {"name": "Gone", "backend": "hf", "model": str(tmp_path / "nothing")},
+        "unset": None,
+        "api": {"name": "Remote", "backend": "openai", "model": "m", "api_key_env": "SOME_KEY_FOR_TEST"},
+        "others": [{"name": "Hub", "backend": "hf", "model": "org/some-model"}],
+    }
+    available, skipped = chapter.roles(models, profile="smoke")
+    assert list(available) == ["vlm", "Hub"]
+    assert "missing" in skipped["gone"] and "nothing" in skipped["gone"]
+    assert "not set for the `smoke` profile" in skipped["unset"]
+    assert "SOME_KEY_FOR_TEST" in skipped["api"]
+    # a list of specs: roles are display names
+    available, skipped = chapter.roles([models["vlm"], models["gone"]])
+    assert list(available) == ["Here"] and list(skipped) == ["Gone"]
+    with pytest.raises(TypeError):
+        chapter.roles("MicroVLM")
+
+
+def test_predict_loads_once_and_builds_the_wide_table(tmp_path):
+    m = manifest(tmp_path, n=6)
+    fb = FakeBackend("v1")
+    fb.name = "Fake"
+    conds = {"original": {"sampling": {"strategy": "fps", "fps": 5}},
+             "shuffled": {"sampling": {"strategy": "fps", "fps": 5}, "shuffle_seed": 0}}
+    pred = chapter.predict([fb], m, conds, seed=0, store=tmp_path / "runs.sqlite", n_boot=50)
+    assert pred.models == ["Fake"] and pred.conditions == ["original", "shuffled"]
+    assert pred.k == len(labels.MAFW) and pred.chance == pytest.approx(1 / 11)
+    assert list(pred.wide.columns[:2]) == ["clip_id", "label"]
+    assert pred.col("Fake", "original") in pred.wide and len(pred.wide) == 6
+    assert len(fb.calls) >= 2                       # both conditions ran through the one backend
+    s = pred.summary()
+    assert s.loc["Fake", "answers"] == 12 and s.loc["Fake", "failed"] == 0
+    # rerun: everything from the store
+    pred2 = chapter.predict([fb], m, conds, seed=0, store=tmp_path / "runs.sqlite", n_boot=50)
+    assert pred2.summary().loc["Fake", "from run store"] == 12
+    ci = pred.f1("Fake", "original")
+    assert ci.lo <= ci.point <= ci.hi
+    assert pred.f1("Fake", ["original", "shuffled"]).point == pytest.approx(
+        np.mean([pred.f1("Fake", "original").point, pred.f1("Fake", "shuffled").point]))
+    d = pred.diff("Fake", "original", "shuffled")
+    assert d.lo <= d.point <= d.hi
+    sub = pred.subset(pred.wide["label"] == pred.wide["label"].iloc[0])
+    assert len(sub.wide) == 1 and sub.models == ["Fake"]
+    with pytest.raises(KeyError, match="no predictions"):
+        pred.f1("Fake", "missing")
+
+
+def test_predictions_reject_runs_missing_clips():
+    runs = {("M", "a"): pd.DataFrame({"clip_id": ["1"], "label": ["anger"], "pred": ["anger"], "status": "ok"})}
+    man = pd.DataFrame({"clip_id": ["1", "2"], "label": ["anger", "anger"]})
+    with pytest.raises(ValueError, match="lacks 1 clip"):
+        chapter.Predictions(runs, man, labels.MAFW)
+
+
+def test_quiet_is_idempotent_and_silences_tqdm_warning():
+    chapter.quiet()
+    chapter.quiet()
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("default")
+        chapter.quiet()
+        warnings.warn("x", TqdmWarning)
+    assert not [x for x in w if issubclass(x.category, TqdmWarning)]
+
+
+def test_chance_line_and_legend_outside():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0.2, 0.4], label="model")
+    chapter.chance_line(ax, 11)
+    chapter.legend_outside(ax)
+    ys = [l.get_ydata()[0] for l in ax.get_lines() if l.get_label().startswith("chance")]
+    assert ys == [pytest.approx(1 / 11)]
+    assert ax.get_legend() is not None
+    plt.close(fig)
