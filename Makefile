@@ -42,4 +42,4 @@ lab: setup
 	EMOPROBE_ROOT=$(CURDIR) $(VENV)/bin/jupyter lab chapters/
 
 clean-book:
-	rm -rf _build book/chapters data/cache/stamps book/status.md
+	rm -rf _build book/chapters data/cache/stamps book/status.md book/findings.md

@@ -29,7 +29,7 @@ def _copy_sources(dst: Path) -> None:
     for f in ("_config.yml", "_toc.yml", "pyproject.toml"):
         shutil.copy(ROOT / f, dst / f)
     shutil.copytree(ROOT / "chapters", dst / "chapters", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    shutil.copytree(ROOT / "book", dst / "book", ignore=shutil.ignore_patterns("chapters", "status.md"))
+    shutil.copytree(ROOT / "book", dst / "book", ignore=shutil.ignore_patterns("chapters", "status.md", "findings.md"))
     shutil.copytree(ROOT / "lib", dst / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (dst / "data").mkdir()
     shutil.copytree(ROOT / "data" / "reference", dst / "data" / "reference")
@@ -173,3 +173,25 @@ def test_every_page_in_headless_chromium(served, browser):
     browser.get(f"{base}/{chapters[-1]}")
     browser.save_screenshot(str(ARTIFACTS / "chapter.png"))
     assert (ARTIFACTS / "landing.png").stat().st_size > 10_000
+
+
+def test_smoke_verdicts_are_glued_words_with_statistics(smoke_book):
+    """Every verdict a chapter glued is one of the allowed words and carries its statistic; on the smoke
+    split (2 clips per class) no test can detect a paper-sized effect, so every verdict is inconclusive, and
+    the Findings page lists them all."""
+    from emoprobe import book, verdicts
+
+    root, _, _ = smoke_book
+    findings_md = (root / "book" / "findings.md").read_text()
+    n = 0
+    for nb in sorted((root / "book" / "chapters").glob("[0-9][0-9]_*.ipynb")):
+        for rec in book.read_findings(nb):
+            n += 1
+            assert rec["word"] in verdicts.WORDS, (nb.name, rec)
+            assert "statistic" in rec and "interval" in rec and rec["sentence"] and rec["reason"], (nb.name, rec)
+            if rec["statistic"] is None:   # only a claim that could not be measured has no statistic
+                assert rec["sentence"].startswith("not evaluated"), (nb.name, rec)
+            assert rec["word"] == verdicts.INCONCLUSIVE, (nb.name, rec["key"], rec["sentence"])
+            assert rec["reason"] in findings_md.replace("\\|", "|"), (nb.name, rec["key"])
+    assert n >= 4, "the chapters glued fewer verdicts than chapters 02-04 decide"
+
