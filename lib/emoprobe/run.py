@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -36,6 +37,10 @@ from emoprobe import store as _store
 from emoprobe.models import Answer, Backend, ClassifyRequest, DescribeRequest
 
 log = logging.getLogger("emoprobe.run")
+
+# Requests handed to the backend per call (and committed to the store per transaction); the backend splits them
+# into forward passes of its own batch size (hf: spec ``batch_size``).
+DEFAULT_BATCH_SIZE = 8
 
 COLUMNS = ["clip_id", "label", "pred", "status", "parse_method", "raw", "scores", "n_visual_tokens",
            "n_text_tokens", "n_frames", "capped", "error", "key", "cached", "extra"]
@@ -52,7 +57,41 @@ def load_backend(model: dict | str | Backend) -> tuple[Backend, str]:
 
     spec = {"backend": "hf", "model": model} if isinstance(model, str) else dict(model)
     name = spec.get("name") or spec.get("model")
-    return models.load(spec), str(name)
+    key = _backend_key(models.resolve(spec))
+    if _LAST_BACKEND.get("key") != key:
+        release_backends()  # free the previous model before loading the next (GPU memory)
+        _LAST_BACKEND.update(key=key, backend=models.load(spec))
+    return _LAST_BACKEND["backend"], str(name)
+
+
+# The most recently loaded backend, reused while the same spec (and the same files on disk) is asked for again:
+# chapters call classify once per condition with the same spec dict, and reloading + fingerprinting a model
+# costs far more than answering a few clips (issue 11). Only one is kept, and it is dropped before another loads.
+_LAST_BACKEND: dict = {}
+
+
+def _backend_key(spec: dict) -> str:
+    """The spec (display name excluded) plus the size and mtime of every file in a local checkpoint folder."""
+    from pathlib import Path
+
+    files = []
+    m = spec.get("model")
+    if isinstance(m, str) and Path(m).is_dir():
+        for f in sorted(Path(m).iterdir()):
+            if f.is_file():
+                st = f.stat()
+                files.append([f.name, st.st_size, st.st_mtime_ns])
+    return _store.key(spec=spec, files=files)
+
+
+def release_backends() -> None:
+    """Drop the backend :func:`load_backend` keeps for reuse (and return CUDA memory it held)."""
+    if _LAST_BACKEND:
+        _LAST_BACKEND.clear()
+        import gc
+
+        gc.collect()
+        _free_cuda()
 
 
 from .errors import is_oom  # noqa: E402,F401  (one definition; run.is_oom stays importable)
@@ -106,7 +145,15 @@ def _sampling_spec(sampling: dict) -> dict:
     return _sampling.spec_key(strategy, **s)
 
 
+def _invalid(row: dict) -> str | None:
+    """The reason a manifest row was marked invalid by ``data.from_spec`` (column ``invalid``), else None."""
+    r = row.get("invalid")
+    return None if r is None or (isinstance(r, float) and np.isnan(r)) or str(r) == "" else str(r)
+
+
 def _item_hash(row: dict, st: _store.RunStore) -> str:
+    if _invalid(row):  # never read: the file may be outside the dataset, a FIFO, ...
+        raise ValueError(f"invalid clip: {_invalid(row)}")
     sha = row.get("sha256")
     if isinstance(sha, str) and sha:
         return sha
@@ -114,7 +161,11 @@ def _item_hash(row: dict, st: _store.RunStore) -> str:
 
 
 def _content(row: dict, st: _store.RunStore) -> tuple[str | None, str | None]:
-    """``(content hash, None)``, or ``(None, reason)`` when the clip cannot be read (recorded as failed)."""
+    """``(content hash, None)``, or ``(None, reason)`` when the clip cannot be read (recorded as failed).
+    An invalid row (issue 14) gets ``("invalid:<digest of the reason>", "invalid clip: <reason>")``: the reason
+    enters the key, so fixing the row gives a new key instead of reusing the stored failure."""
+    if _invalid(row):
+        return "invalid:" + hashlib.sha256(_invalid(row).encode()).hexdigest()[:16], f"invalid clip: {_invalid(row)}"
     try:
         return _item_hash(row, st), None
     except Exception as e:  # noqa: BLE001
@@ -135,6 +186,22 @@ def _open_run(st: _store.RunStore, task: str, display: str, fp: dict, setting: d
 # the paper's frame-shuffle test does). Keeping each frame's source instant instead would leak the true order
 # to models that read timestamps (Qwen3-VL writes them as text) and change the apparent frame rate.
 SHUFFLE_TIMING = "as_new_video"
+
+
+def _order(row: dict) -> float:
+    """A clip's processing-order hint: its duration in seconds when the manifest knows it, else 0."""
+    for c in ("duration_s",):
+        v = row.get(c)
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(v):
+            return v
+    try:
+        return float(row["n_frames"]) / float(row["fps"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0
 
 
 def _clip_seed(shuffle_seed: int, clip_id: str) -> int:
@@ -165,6 +232,7 @@ class _Item:
     prepare: Callable[[], tuple[Any, dict]]   # -> (request, info for the row: n_frames, capped, extra)
     error: str | None = None                  # failed before any model call (e.g. unreadable file)
     info: dict = field(default_factory=dict)
+    order: float = 0.0                        # processing-order hint (clip duration): similar lengths batch together
 
 
 class _Engine:
@@ -226,7 +294,33 @@ class _Engine:
     def _failed(self, item: _Item, reason: str, info: dict | None = None) -> dict:
         return self._row(item, Answer.failed(reason), info or {})
 
+    # ------------------------------------------------------------------ work sharing (issue 14)
+    # Several processes on one store split the work: each leases (store.RunStore.shared_batches) rounds of
+    # LEASE_ROUND batches no live worker holds, computes them with _execute, and takes the answers the others
+    # stored; a worker that dies (kill -9) loses its leases at once on this host (after the TTL elsewhere).
+    LEASE_ROUND = 4
+
     def execute(self, items: list[_Item], call: Callable[[list], list[Answer]]) -> dict[str, dict]:
+        stored = self.st.get(it.key for it in items)
+        pending = [it.key for it in items if it.key not in stored or
+                   (stored[it.key]["status"] == "failed" and self.retry_failed)]
+        if not pending:
+            return self._execute(items, call)
+        by_key: dict[str, list[_Item]] = {}
+        for it in items:
+            by_key.setdefault(it.key, []).append(it)
+        wanted = set(pending)
+        rows = self._execute([it for it in items if it.key not in wanted], call)  # the cached ones
+        for keys in self.st.shared_batches(pending, self.LEASE_ROUND * self.bs):
+            rows.update(self._execute([it for k in keys for it in by_key[k]], call))
+        others = self.st.get(k for k in pending if k not in rows)  # answered by another worker meanwhile
+        self.st.add_to_run(self.run, list(others))
+        for it in items:
+            if it.key in others and it.key not in rows:
+                rows[it.key] = {**others[it.key], "label": it.label, "cached": True}
+        return rows
+
+    def _execute(self, items: list[_Item], call: Callable[[list], list[Answer]]) -> dict[str, dict]:
         from tqdm.auto import tqdm
 
         cached = self.st.get(it.key for it in items)
@@ -241,24 +335,22 @@ class _Engine:
                 queued.add(it.key)
                 todo.append(it)
         self.st.add_to_run(self.run, list(rows))
+        # Clips of similar length next to each other: the backend batches requests of equal frame count into one
+        # forward, so a window of mixed lengths splits into many small forwards (issue 11). Output order is the
+        # manifest's whatever the processing order.
+        todo.sort(key=lambda it: it.order)
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=self.desc, unit="item",
                    disable=not self.progress, dynamic_ncols=True)
+        chunks = [todo[j:j + self.bs] for j in range(0, len(todo), self.bs)]
+        # The next chunk is decoded / transformed in one background thread while the model answers the current
+        # one (the model process keeps one torch thread: emoprobe.threads); at most two chunks are in memory.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emoprobe-prepare") if len(chunks) > 1 else None
         try:
-            i = 0
-            while i < len(todo):
-                chunk = todo[i:i + self.bs]
-                i += len(chunk)
-                batch_rows, ready = [], []
-                for it in chunk:
-                    if it.error:
-                        batch_rows.append(self._failed(it, it.error))
-                        continue
-                    try:
-                        req, info = it.prepare()
-                    except Exception as e:  # noqa: BLE001 - recorded as the item's failure
-                        batch_rows.append(self._failed(it, f"cannot prepare input: {_first_line(e)}"))
-                        continue
-                    ready.append((it, req, info))
+            nxt = self._submit(pool, chunks[0]) if chunks else None
+            for ci, chunk in enumerate(chunks):
+                batch_rows, ready = nxt.result() if pool is not None else nxt
+                if ci + 1 < len(chunks):
+                    nxt = self._submit(pool, chunks[ci + 1])
                 if ready:
                     self._seed()
                     try:
@@ -271,8 +363,28 @@ class _Engine:
                     rows[r["key"]] = {**r, "cached": False}
                 bar.update(len(chunk))
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
         return rows
+
+    def _submit(self, pool, chunk: list[_Item]):
+        return pool.submit(self._prepare, chunk) if pool is not None else self._prepare(chunk)
+
+    def _prepare(self, chunk: list[_Item]) -> tuple[list[dict], list]:
+        """Inputs for a chunk: ``(rows of items that failed before any model call, [(item, request, info)])``."""
+        failed, ready = [], []
+        for it in chunk:
+            if it.error:
+                failed.append(self._failed(it, it.error))
+                continue
+            try:
+                req, info = it.prepare()
+            except Exception as e:  # noqa: BLE001 - recorded as the item's failure
+                failed.append(self._failed(it, f"cannot prepare input: {_first_line(e)}"))
+                continue
+            ready.append((it, req, info))
+        return failed, ready
 
     def _seed(self) -> None:
         import sys
@@ -327,7 +439,7 @@ def _load_gt(row: dict):
 # ------------------------------------------------------------------------------------------------ classify
 def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transform: str = "none",
              prompt: str = "paper", seed: int = 0, shuffle_seed: int | None = None, store=None,
-             batch_size: int = 8, shard: str | None = None, progress: bool = True, score: bool = False,
+             batch_size: int = DEFAULT_BATCH_SIZE, shard: str | None = None, progress: bool = True, score: bool = False,
              labels=None, run_name: str | None = None, retry_failed: bool = False) -> pd.DataFrame:
     """Classify every clip of ``manifest`` (one row per clip, in manifest order; see the module docstring).
 
@@ -385,7 +497,8 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
                               **({"cap_reason": fr.cap_reason} if getattr(fr, "cap_reason", None) else {})}}
             return ClassifyRequest(frames=fr.frames, t=fr.t, labels=labs, prompt=text), info
 
-        items.append(_Item(key=k, clip_id=cid, label=row.get("label"), prepare=prepare, error=err))
+        items.append(_Item(key=k, clip_id=cid, label=row.get("label"), prepare=prepare, error=err,
+                           order=_order(row)))
 
     eng = _Engine(backend, st, run, meta, batch_size, progress, display, retry_failed, labs, seed)
     rows = eng.execute(items, lambda reqs: backend.classify(reqs, score=score))
@@ -394,7 +507,7 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
 
 # ------------------------------------------------------------------------------------------------ describe
 def describe(model, manifest: pd.DataFrame, sampling: dict | None = None, prompt: str = "motion", seed: int = 0,
-             store=None, batch_size: int = 8, shard: str | None = None, progress: bool = True,
+             store=None, batch_size: int = DEFAULT_BATCH_SIZE, shard: str | None = None, progress: bool = True,
              run_name: str | None = None, retry_failed: bool = False) -> pd.DataFrame:
     """Describe each clip (free text in ``raw``; ``prompt`` names ``prompts.DESCRIBE`` or is literal text)."""
     sampling = {"strategy": "fps", "fps": 5} if sampling is None else dict(sampling)
@@ -421,7 +534,8 @@ def describe(model, manifest: pd.DataFrame, sampling: dict | None = None, prompt
             return DescribeRequest(frames=fr.frames, t=fr.t, prompt=text), {"n_frames": len(fr),
                                                                             "capped": bool(fr.capped)}
 
-        items.append(_Item(key=k, clip_id=cid, label=row.get("label"), prepare=prepare, error=err))
+        items.append(_Item(key=k, clip_id=cid, label=row.get("label"), prepare=prepare, error=err,
+                           order=_order(row)))
     eng = _Engine(backend, st, run, meta, batch_size, progress, display, retry_failed, None, seed)
     rows = eng.execute(items, backend.describe)
     return _summarise(_frame(items, rows), st, run, f"describe {display}")
@@ -429,7 +543,7 @@ def describe(model, manifest: pd.DataFrame, sampling: dict | None = None, prompt
 
 # ------------------------------------------------------------------------------------------------ MSCE
 def msce(model, manifest: pd.DataFrame, key_fps: float = 1.0, m: int = 4, describe_model=None,
-         prompt: str = "msce", describe_prompt: str = "motion", seed: int = 0, store=None, batch_size: int = 8,
+         prompt: str = "msce", describe_prompt: str = "motion", seed: int = 0, store=None, batch_size: int = DEFAULT_BATCH_SIZE,
          shard: str | None = None, progress: bool = True, labels=None, run_name: str | None = None,
          retry_failed: bool = False, score: bool = False, contexts=None) -> pd.DataFrame:
     """Multi-Stage Context Enrichment (paper Sec. 4.2).

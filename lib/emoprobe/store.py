@@ -37,6 +37,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import util as _import_util
@@ -320,7 +321,69 @@ CREATE TABLE IF NOT EXISTS run_items (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS content_hashes (sig TEXT PRIMARY KEY, sha256 TEXT);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT, pid INTEGER, expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);
 """
+
+# Leases (work sharing between processes on one store): a worker claims the keys it is about to compute;
+# a lease ends when released, when its TTL passes without a heartbeat, or at once when its holder process
+# (on this host) no longer exists (kill -9): then another worker picks the key up.
+LEASE_TTL_S = 120.0
+
+
+def owner_id() -> str:
+    """A lease owner name unique to this process and call: ``host:pid:random``."""
+    import uuid
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    # a zombie (killed, not yet reaped by its parent) is dead for our purpose
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _explain(e: BaseException) -> str:
+    msg = str(e)
+    low = msg.lower()
+    if "disk is full" in low or "disk full" in low or getattr(e, "errno", None) == 28:
+        return (f"disk full ({msg}): free space and rerun the same command; answers committed so far are kept "
+                "and the rest is computed")
+    if "malformed" in low or "not a database" in low or "file is encrypted" in low or "corrupt" in low:
+        return (f"the store file is corrupt ({msg}): restore it from a backup, or move it away and rerun "
+                "(answers are then recomputed); `sqlite3 FILE .recover` may salvage rows")
+    if "locked" in low or "busy" in low:
+        return f"the store is locked by another process for too long ({msg})"
+    if "readonly" in low or "read-only" in low or "permission" in low:
+        return f"the store cannot be written ({msg}): check the file's and its folder's permissions"
+    return f"{type(e).__name__}: {msg}"
+
+
+def _guarded(fn, op: str):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except (sqlite3.Error, pd.errors.DatabaseError, OSError) as e:
+            raise StoreError(f"{self.path}: {op}: {_explain(e)}") from e
+
+    return wrapper
 
 # A failed answer never replaces an ok/unparsed one; anything else replaces what was there.
 _UPSERT = f"""
@@ -364,11 +427,13 @@ class RunStore:
         self._con.execute("BEGIN IMMEDIATE")
         try:
             yield self._con
+            self._con.execute("COMMIT")  # a failed COMMIT (disk full) rolls back below, leaving no open tx
         except BaseException:
-            self._con.execute("ROLLBACK")
+            try:
+                self._con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite may already have rolled back (e.g. after SQLITE_FULL)
             raise
-        else:
-            self._con.execute("COMMIT")
 
     def close(self) -> None:
         self._con.close()
@@ -450,11 +515,143 @@ class RunStore:
                 (name, now, now, canonical_json(args or {}), __version__, git_commit(), socket.gethostname()))
         return name
 
-    def finish_run(self, name: str, summary: dict) -> None:
+    def finish_run(self, name: str, summary: dict | None = None) -> dict:
+        """Store the run's summary, COUNTED FROM THE STORE (:meth:`run_summary`: every answer of the run, whichever
+        process or shard wrote it), plus ``cached`` from ``summary`` (this call's). Returns what was stored."""
         with self._lock, self._tx() as con:
-            con.execute("UPDATE runs SET updated=?, summary=? WHERE name=?", (_now(), canonical_json(summary), name))
+            counted = self._count_run(con, name)
+            if summary and "cached" in summary:
+                counted["cached_last_call"] = int(summary["cached"])
+            con.execute("UPDATE runs SET updated=?, summary=? WHERE name=?", (_now(), canonical_json(counted), name))
+        return counted
 
-    def runs(self) -> pd.DataFrame:
+    @staticmethod
+    def _count_run(con, name: str) -> dict:
+        rows = con.execute(
+            "SELECT a.task, a.status, (a.error LIKE 'invalid clip:%') AS inv, COUNT(*) FROM answers a "
+            "JOIN run_items r ON r.key = a.key WHERE r.run = ? GROUP BY 1, 2, 3", (name,)).fetchall()
+        if any(t != "describe" for t, *_ in rows):  # MSCE runs hold their stage-1 descriptions too
+            rows = [r for r in rows if r[0] != "describe"]
+        out = {"n": 0, "ok": 0, "unparsed": 0, "failed": 0, "invalid": 0}
+        for _task, status, inv, n in rows:
+            out["n"] += n
+            out[status] = out.get(status, 0) + n
+            out["invalid"] += n if inv else 0
+        return out
+
+    def run_summary(self, name: str) -> dict:
+        """``{n, ok, unparsed, failed, invalid}`` of run ``name`` counted from the store's answers (describe rows
+        of an MSCE run not counted); ``invalid`` = failed rows of invalid input clips (``error`` starting with
+        "invalid clip:")."""
+        with self._lock:
+            return self._count_run(self._con, name)
+
+    # -------------------------------------------------------------- leases
+    def claim(self, keys: Iterable[str], owner: str, ttl_s: float = LEASE_TTL_S, limit: int | None = None) -> list[str]:
+        """Lease those of ``keys`` that no live worker holds (at most ``limit``), in order; returns them.
+
+        Expired leases, and leases of a holder process on this host that no longer exists, are taken over."""
+        keys = list(dict.fromkeys(keys))
+        now = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        host, pid = socket.gethostname(), os.getpid()
+        got: list[str] = []
+        with self._lock, self._tx() as con:
+            held = {}
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                held.update({r[0]: r[1:] for r in con.execute(
+                    f"SELECT key, owner, host, pid, expires FROM leases WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk)})
+            alive: dict[int, bool] = {}
+            for k in keys:
+                if limit is not None and len(got) >= limit:
+                    break
+                h = held.get(k)
+                if h is not None and h[0] != owner:
+                    o_owner, o_host, o_pid, o_exp = h
+                    stale = o_exp < now
+                    if not stale and o_host == host and o_pid is not None:
+                        if o_pid not in alive:
+                            alive[o_pid] = _pid_alive(o_pid)
+                        stale = not alive[o_pid]
+                    if not stale:
+                        continue
+                con.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)", (k, owner, host, pid, now + ttl_s))
+                got.append(k)
+        return got
+
+    def release(self, keys: Iterable[str] | None, owner: str) -> None:
+        """End ``owner``'s leases on ``keys`` (all of its leases if ``keys`` is None)."""
+        with self._lock, self._tx() as con:
+            if keys is None:
+                con.execute("DELETE FROM leases WHERE owner=?", (owner,))
+            else:
+                con.executemany("DELETE FROM leases WHERE key=? AND owner=?", [(k, owner) for k in keys])
+
+    def purge_leases(self) -> int:
+        """Delete expired leases and those of holder processes on this host that no longer exist; returns how
+        many (their keys were answered or are taken over by :meth:`claim` anyway: this only tidies up)."""
+        now = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        host = socket.gethostname()
+        with self._lock, self._tx() as con:
+            owners = con.execute("SELECT owner, host, pid, MAX(expires) FROM leases GROUP BY owner, host, pid").fetchall()
+            stale = [o for o, h, pid, exp in owners
+                     if exp < now or (h == host and pid is not None and not _pid_alive(pid))]
+            n = 0
+            for o in stale:
+                n += con.execute("DELETE FROM leases WHERE owner=?", (o,)).rowcount
+        return n
+
+    def renew(self, owner: str, ttl_s: float = LEASE_TTL_S) -> None:
+        """Heartbeat: push the expiry of all of ``owner``'s leases ``ttl_s`` into the future."""
+        now = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        with self._lock, self._tx() as con:
+            con.execute("UPDATE leases SET expires=? WHERE owner=?", (now + ttl_s, owner))
+
+    def shared_batches(self, keys: Iterable[str], batch: int, owner: str | None = None,
+                       ttl_s: float = LEASE_TTL_S, poll_s: float = 0.2):
+        """Work sharing for one engine: yields lists of at most ``batch`` keys this process has leased and must
+        compute now (the caller stores their answers before asking for the next batch; the leases end then).
+        Keys another live worker holds are waited for and skipped once that worker has stored their answer (a row
+        that changed since this call started); a dead worker's keys are taken over. A heartbeat thread renews
+        this owner's leases every ``ttl_s / 3`` s; every lease is released when the generator ends or fails."""
+        owner = owner or owner_id()
+        pending = list(dict.fromkeys(keys))
+        sig = lambda r: (r["status"], r["attempts"], r["updated"])  # noqa: E731
+        start = {k: sig(r) for k, r in self.get(pending).items()}
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(max(0.05, ttl_s / 3)):
+                try:
+                    self.renew(owner, ttl_s)
+                except StoreError:
+                    pass  # the next claim reports the store's trouble
+        hb = threading.Thread(target=beat, name="emoprobe-lease-heartbeat", daemon=True)
+        hb.start()
+        try:
+            while pending:
+                now_rows = self.get(pending)
+                pending = [k for k in pending if k not in now_rows or sig(now_rows[k]) == start.get(k)]
+                if not pending:
+                    break
+                got = self.claim(pending, owner, ttl_s, limit=max(1, int(batch)))
+                if not got:
+                    time.sleep(poll_s)  # every remaining key is being computed by a live worker
+                    continue
+                yield got
+                self.release(got, owner)
+                done = set(got)
+                pending = [k for k in pending if k not in done]
+        finally:
+            stop.set()
+            try:
+                self.release(None, owner)
+                self.purge_leases()
+            except StoreError:
+                pass
+
+    def runs(self) -> pd.DataFrame:  # noqa: D102
         return pd.read_sql_query("SELECT * FROM runs ORDER BY started, name", self._con)
 
     # -------------------------------------------------------------- export
@@ -528,6 +725,10 @@ class RunStore:
                 for r in runs:
                     con.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", r)
                 con.executemany("INSERT OR IGNORE INTO run_items VALUES (?, ?)", items)
+                for name in {r[0] for r in runs} | {r for r, _ in items}:  # summaries count the merged store
+                    if con.execute("SELECT 1 FROM runs WHERE name=?", (name,)).fetchone():
+                        con.execute("UPDATE runs SET summary=? WHERE name=?",
+                                    (canonical_json(self._count_run(con, name)), name))
             stats["stores"] += 1
         return stats
 
@@ -548,6 +749,15 @@ class RunStore:
         with self._lock, self._tx() as con:
             con.execute("INSERT OR REPLACE INTO content_hashes VALUES (?, ?)", (sig, h))
         return h
+
+
+_GUARDED = {"__len__": "count answers", "get": "read answers", "put": "write answers", "add_to_run": "record run items",
+            "start_run": "start a run", "finish_run": "finish a run", "run_summary": "count a run", "runs": "list runs",
+            "to_frame": "read answers", "to_parquet": "export", "merge": "merge", "content_hash": "record a content hash",
+            "claim": "claim work", "release": "release work", "renew": "renew leases", "purge_leases": "purge leases"}
+for _name, _op in _GUARDED.items():  # every sqlite/pandas/OS error names the store file and a way out
+    setattr(RunStore, _name, _guarded(getattr(RunStore, _name), _op))
+del _name, _op
 
 
 def default_path() -> Path:
