@@ -120,3 +120,34 @@ def test_strict_from_spec_lists_every_invalid_row(tmp_path):
     assert len(df) == 4 and df["invalid"].notna().sum() == 2  # default: kept as failed rows, run goes on
     with pytest.raises(DataError, match=r"(?s)2 invalid row.*00005: missing file.*00007: missing file"):
         data.from_spec({"name": "dfew", "root": str(root)}, "test", strict=True)
+
+
+def test_killed_synthfer_generation_leaves_no_tmp_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    gen = tmp_path / "generated"
+    env = {**os.environ, "EMOPROBE_GENERATED": str(gen), "OMP_NUM_THREADS": "1"}
+    code = ("from emoprobe import synthfer; synthfer.dataset('mafw', 'test', size=64, n_per_class=3, workers=1)")
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((gen / "synthfer").glob(".tmp-*/videos/*.mp4")) and time.monotonic() < deadline:
+            assert p.poll() is None, p.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    left = list((gen / "synthfer").glob(".tmp-*"))
+    assert len(left) == 1  # SIGKILL: the process could not clean up itself
+    alive = gen / "synthfer" / f".tmp-feed-{os.getpid()}"  # a generation in progress (this pid is alive)
+    alive.mkdir()
+    assert data.sweep_stale_tmp(gen / "synthfer", quiet_s=3600) == []  # too recent: maybe another host's
+    assert data.sweep_stale_tmp(gen / "synthfer", quiet_s=0) == left  # the next generation removes it
+    assert alive.exists() and not left[0].exists()

@@ -58,12 +58,14 @@ def parse_model(text: str, api_key_env: str | None = None) -> dict:
     return spec
 
 
-def parse_dataset(text: str | None, profile_dataset: dict | None = None, fold: int | None = None) -> dict:
+def parse_dataset(text: str | None, profile_dataset: dict | None = None, fold: int | None = None,
+                  label_set: str | None = None) -> dict:
     """``--dataset`` value -> a ``data.from_spec`` spec (the profile's dataset entry supplies defaults such as
     ``n_per_class`` when it names the same dataset).
 
     ``synthfer[:LABEL_SET[:SPLIT]]``, ``dfew:/root``, ``mafw:/root``, ``manifest:/file.csv``; None -> the
-    profile's dataset. Returns ``(spec, split)`` packed as ``{"spec": ..., "split": ...}``.
+    profile's dataset. Returns ``(spec, split)`` packed as ``{"spec": ..., "split": ...}``. ``label_set`` names
+    the label set of a manifest that has no ``label_set`` column (``--label-set``).
     """
     base = dict(profile_dataset or {})
     if text is None:
@@ -93,6 +95,8 @@ def parse_dataset(text: str | None, profile_dataset: dict | None = None, fold: i
         if not rest:
             raise argparse.ArgumentTypeError(f"--dataset {text!r}: expected manifest:/path/to/file.csv")
         spec = {"name": "manifest", "csv": rest}
+        if label_set:
+            spec["label_set"] = label_set.lower()
     else:
         raise argparse.ArgumentTypeError(f"--dataset {text!r}: unknown dataset {name!r} "
                                          "(synthfer:mafw:test, dfew:/root, mafw:/root, manifest:/file.csv)")
@@ -110,6 +114,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthfer[:mafw|dfew[:test|train]], dfew:/root, mafw:/root, manifest:/file.csv "
                         "(default: the profile's dataset)")
     p.add_argument("--fold", type=int, default=None, help="MAFW/DFEW fold (default 1)")
+    p.add_argument("--label-set", default=None, choices=("mafw", "dfew"),
+                   help="label set of a manifest CSV without a label_set column")
+    p.add_argument("--strict", action="store_true",
+                   help="abort before any model call if a clip is invalid (missing, empty, unknown label, ...), "
+                        "listing every one; default: invalid clips become failed rows with their reason")
     p.add_argument("--experiment", choices=("classify", "shuffle", "msce"), default="classify")
     p.add_argument("--fps", type=float, nargs="+", default=[5.0],
                    help="frame rates (classify/shuffle); MSCE keyframe rate (first value)")
@@ -145,9 +154,14 @@ def cmd_run(args) -> int:
 
     prof = _profile(args.profile)
     seed = args.seed if args.seed is not None else int(prof.get("seed", 0))
-    ds = parse_dataset(args.dataset, prof.get("dataset"), args.fold)
+    ds = parse_dataset(args.dataset, prof.get("dataset"), args.fold, getattr(args, "label_set", None))
     models = [parse_model(m, args.api_key_env) for m in args.model]
-    manifest = data.from_spec(ds["spec"], split=ds["split"])
+    try:
+        manifest = data.from_spec(ds["spec"], split=ds["split"], strict=bool(getattr(args, "strict", False)))
+    except data.DataError as e:
+        hint = " (name it with --label-set mafw|dfew)" if "no label_set" in str(e) else ""
+        print(f"emoprobe run: {e}{hint}", file=sys.stderr)
+        return 2
     if args.limit is not None:
         if args.limit < 1:
             raise SystemExit("--limit must be >= 1")
@@ -155,7 +169,10 @@ def cmd_run(args) -> int:
     st = store.open_store(args.store)
     common = dict(store=st, batch_size=args.batch_size, shard=args.shard, progress=not args.no_progress,
                   seed=seed, retry_failed=args.retry_failed)
-    print(f"{len(manifest)} clips from {ds['spec']} ({ds['split']}); store {st.path}", file=sys.stderr)
+    n_invalid = int(manifest["invalid"].notna().sum()) if "invalid" in manifest.columns else 0
+    print(f"{len(manifest)} clips from {ds['spec']} ({ds['split']}); store {st.path}"
+          + (f"; {n_invalid} invalid clip(s) recorded as failed rows (--strict aborts instead)" if n_invalid else ""),
+          file=sys.stderr)
     results = []
     for spec in models:
         name = spec.get("name") or spec["model"]
@@ -174,8 +191,9 @@ def cmd_run(args) -> int:
     for name, what, df in results:
         s = df.attrs["summary"]
         acc = (df["pred"] == df["label"]).mean() if len(df) else float("nan")
+        inv = int(df["error"].fillna("").str.contains("invalid clip:").sum())
         print(f"{name} {what} [{df.attrs['run']}]: n={s['n']} ok={s['ok']} unparsed={s['unparsed']} "
-              f"failed={s['failed']} cached={s['cached']} accuracy={acc:.3f}")
+              f"failed={s['failed']} (invalid clips {inv}) cached={s['cached']} accuracy={acc:.3f}")
     st.close()
     return 0
 
@@ -208,6 +226,7 @@ def report_table(df) -> "pd.DataFrame":  # noqa: F821
             "transform": st.get("transform"), "shuffle_seed": st.get("shuffle_seed"),
             "n": len(g), "ok": int((g["status"] == "ok").sum()), "unparsed": int((g["status"] == "unparsed").sum()),
             "failed": int((g["status"] == "failed").sum()),
+            "invalid": int(g["error"].fillna("").astype(str).str.contains("invalid clip:").sum()),
             "accuracy": float(sum(a == b for a, b in zip(y, p)) / len(g)) if len(g) else float("nan"),
             "macro_f1": macro_f1_score(y, p, labs),
         })

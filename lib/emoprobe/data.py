@@ -440,6 +440,43 @@ def load_manifest(csv, label_set: str | None = None, strict: bool = True):
     return _finish(df, None, strict, str(csv))
 
 
+# A SynthFER generation writes into ``generated()/synthfer/.tmp-<hash>-<pid>`` and renames it when done; one
+# killed with SIGKILL (or by a power loss) cannot clean up after itself, so the next call does.
+TMP_QUIET_S = 120.0
+
+
+def sweep_stale_tmp(root=None, quiet_s: float | None = None) -> list[Path]:
+    """Remove SynthFER ``.tmp-*-<pid>`` folders left by a killed generation: the pid no longer exists on this
+    host AND nothing in the folder changed for ``quiet_s`` seconds (default :data:`TMP_QUIET_S`; a generation
+    alive on another host sharing the folder keeps writing files). Returns the folders removed."""
+    import shutil
+    import time
+
+    from . import paths
+    from .store import _pid_alive
+
+    root = Path(root) if root is not None else paths.generated() / "synthfer"
+    quiet_s = TMP_QUIET_S if quiet_s is None else float(quiet_s)
+    removed = []
+    if not root.is_dir():
+        return removed
+    for d in root.glob(".tmp-*"):
+        m = re.fullmatch(r"\.tmp-.+-(\d+)", d.name)
+        if not m or not d.is_dir() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            newest = max([d.stat().st_mtime] + [q.stat().st_mtime for q in d.iterdir()])
+        except OSError:
+            continue
+        if time.time() - newest < quiet_s:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d)
+            log.warning("removed %s, left by a killed SynthFER generation (pid %s)", d, m.group(1))
+    return removed
+
+
 def load(name: str, **kw):
     """Dispatch: ``"synthfer"`` -> ``synthfer.dataset(**kw)``, ``"dfew"`` -> :func:`load_dfew`, ``"mafw"`` ->
     :func:`load_mafw`, ``"manifest"`` -> :func:`load_manifest`."""
@@ -447,6 +484,7 @@ def load(name: str, **kw):
     if key == "synthfer":
         from . import synthfer  # lazy: generating videos needs heavier imports
 
+        sweep_stale_tmp()
         return synthfer.dataset(**kw)
     loaders = {"dfew": load_dfew, "mafw": load_mafw, "manifest": load_manifest}
     if key not in loaders:
@@ -616,6 +654,7 @@ def from_spec(spec: dict, split: str = "test", strict: bool | None = None) -> pd
         n_per_class = spec.pop("n_per_class", None)
         kw = {k: spec[k] for k in ("label_set", "size", "seed", "fps", "micro_share", "workers") if k in spec}
         kw.setdefault("workers", os.cpu_count() or 1)
+        sweep_stale_tmp()
         if split == "test":
             df = synthfer.dataset(split="test", n_per_class=n_per_class, **kw)
         else:
