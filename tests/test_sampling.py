@@ -210,3 +210,28 @@ def test_spec_key_canonical():
         sampling.spec_key("count", fps=5)
     with pytest.raises(ValueError):
         sampling.spec_key("fps")
+
+
+def test_frame_cache_returns_independent_copies_and_sees_file_changes(tmp_path):
+    """Decoded frames are cached per (file, size, mtime, inode, parameters); callers get copies."""
+    import shutil
+
+    from emoprobe import sampling, synthfer
+
+    src = synthfer.dataset("mafw", "test", n_per_class=1, seed=0, workers=1)
+    a, b = src["path"].iloc[0], src["path"].iloc[1]
+    p = tmp_path / "clip.mp4"
+    shutil.copy(a, p)
+    sampling.clear_cache()
+    f1 = sampling.sample(p, "fps", fps=2)
+    f1.frames[:] = 0          # a caller scribbling on its frames ...
+    f1.t[:] = -1
+    f2 = sampling.sample(p, "fps", fps=2)
+    ref = sampling.sample(a, "fps", fps=2)
+    assert np.array_equal(f2.frames, ref.frames) and np.array_equal(f2.t, ref.t)  # ... does not reach the cache
+    assert f2.frames is not sampling.sample(p, "fps", fps=2).frames
+    shutil.copy(b, p)         # the file changes: decoded afresh
+    f3 = sampling.sample(p, "fps", fps=2)
+    assert np.array_equal(f3.frames, sampling.sample(b, "fps", fps=2).frames)
+    s1 = sampling.sample(p, "fps", fps=2, seed=3)   # shuffling happens after the cache
+    assert s1.shuffled and sorted(s1.order.tolist()) == list(range(len(s1)))

@@ -23,6 +23,12 @@ Spec keys (defaults in :data:`DEFAULTS`):
 ``attention``            False; True: eager attention and ``Answer.extra["attention"]`` (see below).
 ``max_context``          the model's ``max_position_embeddings`` unless given: longer prompts fail.
 ``parse_embedding``      True: let ``parse.parse_label`` use its embedding fallback.
+``fast_inputs``          "auto": for local (or in-memory) Qwen2-VL / Qwen2.5-VL checkpoints, video prompts without
+                         context whose frames need no resizing are turned into model inputs directly (the video
+                         processor's own normalise + patchify on a tensor, the prompt tokenised once and its video
+                         placeholder expanded), skipping the processor call's per-call overhead; identical tensors
+                         (tests/test_hf_fast_inputs.py). False: always the processor. Hub checkpoints always use
+                         the processor.
 
 What each family receives about time (frames are decoded by us and passed as uint8 (T,H,W,3) arrays):
 every video gets ``video_metadata`` {fps: sampling rate 1/median(Δt), frames_indices: round(t·fps),
@@ -80,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "attention": False,
     "max_context": None,
     "parse_embedding": True,
+    "fast_inputs": "auto",
 }
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -142,6 +149,7 @@ class HFBackend(Backend):
         self.spec = {**DEFAULTS, **spec}
         self.name = str(self.spec["model"])
         self.path = self._resolve(self.name)
+        self._local = Path(self.name).expanduser().exists()
         self._load()
 
     # ------------------------------------------------------------------------------------------------ loading
@@ -176,6 +184,9 @@ class HFBackend(Backend):
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(dev)
+        from .threads import configure
+
+        configure()  # one torch thread per process (see emoprobe.threads: why, and how to override)
         if s["dtype"] == "auto":
             dtype = "auto" if self.device.type == "cuda" else torch.float32
         else:
@@ -239,6 +250,7 @@ class HFBackend(Backend):
         self.spec.setdefault("model", f"in-memory:{type(model).__name__}")
         self.name = str(self.spec["model"])
         self.path = None
+        self._local = True
         self.processor = processor
         self.tokenizer = processor.tokenizer
         if not (getattr(processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)):
@@ -368,6 +380,8 @@ class HFBackend(Backend):
                               "frames_indices": [int(round(x * fps)) for x in tt]})
             else:
                 images.append(list(frames))
+        if add_text is None and mode == "video" and self._fast_ok(videos):
+            return self._fast_video_inputs(texts, videos, metas), texts, mode
         kw: dict[str, Any] = dict(padding=True, return_tensors="pt")
         if mode == "video":
             kw["videos"] = videos
@@ -381,6 +395,85 @@ class HFBackend(Backend):
         full = texts if add_text is None else [a + b for a, b in zip(texts, add_text)]
         inputs = self.processor(text=full, **kw)
         return inputs, texts, mode
+
+    # ------------------------------------------------------------------------------------------------ fast inputs
+    _FAST_PROCESSORS = ("Qwen2_5_VLProcessor", "Qwen2VLProcessor")
+
+    def _fast_ok(self, videos: list[np.ndarray]) -> bool:
+        """Whether :meth:`_fast_video_inputs` reproduces the processor for these videos (see ``fast_inputs``)."""
+        fast = self.spec.get("fast_inputs", "auto")
+        if fast is False or fast == "off" or not getattr(self, "_local", False):
+            return False
+        if type(self.processor).__name__ not in self._FAST_PROCESSORS:
+            return False
+        vp = getattr(self.processor, "video_processor", None)
+        if type(vp).__name__ != "Qwen2VLVideoProcessor" or getattr(vp, "do_sample_frames", False):
+            return False
+        if not (vp.do_rescale and vp.do_normalize) or not videos:
+            return False
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        h, w = videos[0].shape[1:3]
+        if any(v.shape[1:3] != (h, w) for v in videos):
+            return False
+        factor = vp.patch_size * vp.merge_size
+        try:
+            if smart_resize(h, w, factor=factor, min_pixels=vp.size.shortest_edge,
+                            max_pixels=vp.size.longest_edge) != (h, w):
+                return False  # the processor would resize: keep its exact resampling
+        except ValueError:
+            return False
+        return True
+
+    def _fast_video_inputs(self, texts: list[str], videos: list[np.ndarray], metas: list[dict]):
+        """The processor's outputs for Qwen2(.5)-VL video prompts, built directly (``fast_inputs``)."""
+        import torch
+        from transformers import BatchFeature
+        from transformers.video_utils import VideoMetadata
+
+        vp = self.processor.video_processor
+        pix, grids, seconds, ids = [], [], [], []
+        merge = vp.merge_size ** 2
+        vid = self.tokenizer.convert_tokens_to_ids(self.processor.video_token)
+        for frames, meta, text in zip(videos, metas, texts):
+            x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).unsqueeze(0)  # (1,T,C,H,W)
+            x = vp.rescale_and_normalize(x, True, vp.rescale_factor, True, vp.image_mean, vp.image_std)
+            patches, gt, gh, gw = vp.patchify(x, patch_size=vp.patch_size, merge_size=vp.merge_size,
+                                              temporal_patch_size=vp.temporal_patch_size)
+            pix.append(patches[0])
+            grids.append([gt, gh, gw])
+            seconds.append(vp.temporal_patch_size / VideoMetadata(**meta).sampled_fps)
+            base = self._token_cache(text)
+            at = [i for i, t in enumerate(base) if t == vid]
+            if len(at) != 1:
+                raise ValueError(f"prompt has {len(at)} video placeholders, expected 1")
+            n = gt * gh * gw // merge
+            ids.append(base[:at[0]] + [vid] * n + base[at[0] + 1:])
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+        data = {"input_ids": input_ids, "attention_mask": mask}
+        if "mm_token_type_ids" in self.processor.model_input_names:
+            tt = torch.zeros_like(input_ids)
+            tt[(input_ids == vid) & mask.bool()] = 2
+            img = getattr(self.processor, "image_token_id", None)
+            if isinstance(img, int):
+                tt[(input_ids == img) & mask.bool()] = 1
+            data["mm_token_type_ids"] = tt
+        data["pixel_values_videos"] = torch.cat(pix, 0)
+        data["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
+        if "second_per_grid_ts" in self.processor.model_input_names:
+            data["second_per_grid_ts"] = torch.tensor(seconds, dtype=torch.float32)
+        return BatchFeature(data=data)
+
+    def _token_cache(self, text: str) -> list[int]:
+        cache = self.__dict__.setdefault("_tok_cache", {})
+        if text not in cache:
+            if len(cache) > 512:
+                cache.clear()
+            cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return cache[text]
 
     def _to_device(self, inputs) -> dict:
         import torch

@@ -380,6 +380,87 @@ def sample(path, strategy: str = "fps", fps: float | None = None, count: int | N
     :func:`shuffle` (timestamps travel with them). ``folder_fps``: the frame rate of a frame folder.
     ``decoder``: "auto" (decord, PyAV fallback), "decord" or "pyav" (identical frames; for benchmarks).
     """
+    ck = _cache_key(path, strategy, fps, count, max_frames, folder_fps, decoder)
+    out = _cache_get(ck)
+    if out is None:
+        out = _sample(path, strategy, fps, count, max_frames, folder_fps, decoder)
+        _cache_put(ck, out)
+    return shuffle(out, seed) if seed is not None else out
+
+
+# Decoded frames of recent video files, reused while the file is unchanged (path, size, mtime, inode): a chapter
+# asks many questions of the same clip (27 in chapter 06), and decoding costs about as much as the model's answer
+# on the embedded models (issue 11). Bounded in bytes (EMOPROBE_FRAME_CACHE_MB, default 512; 0 turns it off);
+# callers always receive their own copies, so nothing they do can alter what is cached.
+_CACHE: "dict[tuple, Frames]" = {}
+_CACHE_USED = [0]
+_CACHE_LOCK = __import__("threading").Lock()
+
+
+def _cache_limit() -> int:
+    import os
+
+    try:
+        return max(0, int(float(os.environ.get("EMOPROBE_FRAME_CACHE_MB", "512")) * 2**20))
+    except ValueError:
+        return 512 * 2**20
+
+
+def _cache_key(path, *params) -> tuple | None:
+    try:
+        p = Path(path)
+        st = p.stat()
+    except (OSError, TypeError, ValueError):
+        return None
+    import stat as _stat
+
+    if not _stat.S_ISREG(st.st_mode) or _cache_limit() == 0:
+        return None  # frame folders (and anything unusual) are read afresh
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, *params)
+
+
+def _copy(fr: Frames) -> Frames:
+    return replace(fr, frames=fr.frames.copy(), t=fr.t.copy(), indices=fr.indices.copy(), order=fr.order.copy())
+
+
+def _cache_get(key) -> Frames | None:
+    if key is None:
+        return None
+    with _CACHE_LOCK:
+        fr = _CACHE.pop(key, None)
+        if fr is None:
+            return None
+        _CACHE[key] = fr  # most recently used last
+    return _copy(fr)
+
+
+def _cache_put(key, fr: Frames) -> None:
+    if key is None:
+        return
+    limit = _cache_limit()
+    size = int(fr.frames.nbytes)
+    if size > limit // 4:
+        return
+    fr = _copy(fr)
+    with _CACHE_LOCK:
+        old = _CACHE.pop(key, None)
+        if old is not None:
+            _CACHE_USED[0] -= int(old.frames.nbytes)
+        _CACHE[key] = fr
+        _CACHE_USED[0] += size
+        while _CACHE_USED[0] > limit and _CACHE:
+            ev = _CACHE.pop(next(iter(_CACHE)))
+            _CACHE_USED[0] -= int(ev.frames.nbytes)
+
+
+def clear_cache() -> None:
+    """Forget every cached decoded clip."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _CACHE_USED[0] = 0
+
+
+def _sample(path, strategy, fps, count, max_frames, folder_fps, decoder) -> Frames:
     src = open_source(path, folder_fps=folder_fps, decoder=decoder)
     idx, requested, reason = _select(src, strategy, fps, count)
     if max_frames is not None:
@@ -388,8 +469,7 @@ def sample(path, strategy: str = "fps", fps: float | None = None, count: int | N
         if len(idx) > max_frames:
             idx = idx[count_indices(len(idx), int(max_frames))]
             reason = (reason + "; " if reason else "") + f"max_frames={max_frames} kept {len(idx)} frames"
-    out = _frames(src, idx, requested, reason)
-    return shuffle(out, seed) if seed is not None else out
+    return _frames(src, idx, requested, reason)
 
 
 def _frames(src: _Source, idx: np.ndarray, requested: int, reason: str | None,

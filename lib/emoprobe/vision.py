@@ -185,6 +185,9 @@ class VisionBackend(Backend):
         self.spec = dict(spec)
         if "model" not in spec:
             raise ModelError(f"vision backend spec needs a 'model' path: {spec!r}")
+        from .threads import configure
+
+        configure()  # one torch thread per process (emoprobe.threads)
         self.model, self.config = load_model(spec["model"])
         self.labels = list(self.config["labels"])
         self.n_frames = int(self.config["n_frames"])

@@ -1,0 +1,52 @@
+"""How many CPU threads an emoprobe process gives torch: one definition for backends, training, chapters, CLI
+and tests.
+
+Policy (measured on the project's 2-core machines, issue 11): torch runs its intra-op work on **one** thread per
+process, and one inter-op thread. OpenMP threads spin-wait for each other; on 2 cores shared with any other
+work, 2 intra-op threads made MicroVLM's forward passes 9-20x slower than 1 (311 ms vs 26 ms per clip), while on
+an idle machine a second thread gained little on models this small. The second core is used instead by work
+that overlaps the model: the run loop decodes the next batch of clips in a background thread
+(:mod:`emoprobe.run`), and independent runs go to separate processes (``--jobs 2`` in training,
+``--shard i/n`` in the CLI), each with one torch thread.
+
+``EMOPROBE_THREADS=n`` overrides the default (e.g. on a large dedicated machine); on CUDA the thread count only
+affects the small CPU-side work.
+"""
+from __future__ import annotations
+
+import os
+
+ENV = "EMOPROBE_THREADS"
+DEFAULT = 1
+
+
+def default() -> int:
+    """Threads per process: ``$EMOPROBE_THREADS`` if set (a positive integer), else :data:`DEFAULT`."""
+    v = os.environ.get(ENV, "").strip()
+    if not v:
+        return DEFAULT
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError(f"{ENV}={v!r} is not an integer number of threads") from None
+    if n < 1:
+        raise ValueError(f"{ENV}={v!r}: the number of threads must be >= 1")
+    return n
+
+
+def configure(n: int | None = None) -> int:
+    """Set torch's intra-op threads to ``n`` (default :func:`default`) and, where still possible, its inter-op
+    threads to 1. Returns the intra-op thread count now in effect. Idempotent; cheap to call before each use."""
+    import torch
+
+    n = default() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    try:
+        if torch.get_num_interop_threads() != 1:
+            torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first inter-op parallel work of the process
+        pass
+    return torch.get_num_threads()
