@@ -312,10 +312,12 @@ def read_findings(nb_path: Path) -> list[dict]:
     out = []
     for cell in nb.get("cells", []):
         for o in cell.get("outputs", []) or []:
-            name = ((o.get("metadata") or {}).get("scrapbook") or {}).get("name", "")
+            scrap = (o.get("metadata") or {}).get("scrapbook") or {}
+            name = scrap.get("name", "")
             if not name.startswith(FINDINGS_PREFIX):
                 continue
-            text = (o.get("data") or {}).get("text/plain", "")
+            prefix = scrap.get("mime_prefix") or ""   # glue(display=False) stores under a papermill prefix
+            text = (o.get("data") or {}).get(prefix + "text/plain", "")
             text = "".join(text) if isinstance(text, list) else text
             try:
                 rec = json.loads(ast.literal_eval(text))

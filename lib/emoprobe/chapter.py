@@ -439,6 +439,63 @@ class Predictions:
         return pd.DataFrame(rows).T
 
 
+# ------------------------------------------------------------------------------------------------ per-clip extras
+def extras(run_df: pd.DataFrame) -> pd.Series:
+    """The ``extra`` JSON of each row of a run table, parsed (``{}`` where absent), indexed by clip id."""
+    import json
+
+    return pd.Series([json.loads(x) if isinstance(x, str) and x else {} for x in run_df["extra"]],
+                     index=run_df["clip_id"].astype(str).to_numpy(), dtype=object)
+
+
+def event_sampled(run_df: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
+    """Per clip of ``events`` (indexed by clip id, columns ``micro_onset_s``/``micro_offset_s``): whether a frame
+    the model was shown (``extra["t"]`` of the run) falls inside the event."""
+    ex = extras(run_df)
+    out = {}
+    for cid, ev in events.iterrows():
+        t = np.asarray(ex.get(str(cid), {}).get("t", []), float)
+        out[str(cid)] = bool(((t >= ev["micro_onset_s"]) & (t <= ev["micro_offset_s"])).any())
+    return pd.Series(out, dtype=bool)
+
+
+def attention(run_df: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per clip whose answer recorded attention (``HFBackend`` with ``attention=True``): frames,
+    ``visual share`` (attention on all frames' tokens), ``text share``, ``visual token share`` (the frames'
+    share of the prompt's tokens), ``mass per frame``, ``mass per visual token`` and, for clips of ``events``
+    (indexed by clip id, ``micro_onset_s``/``micro_offset_s``) whose event was shown, ``event share of
+    visual`` / ``frame share in event`` = ``enrichment`` (1: the event gets exactly its share of frames)."""
+    ex = extras(run_df)
+    rows = []
+    for r in run_df.itertuples():
+        e = ex.get(str(r.clip_id), {})
+        if r.status == "failed" or "attention" not in e:
+            continue
+        fr, t = np.asarray(e["attention"]["frames"], float), np.asarray(e.get("t", []), float)
+        nv, nt = r.n_visual_tokens, r.n_text_tokens
+        row = {"clip_id": str(r.clip_id), "frames": len(fr), "visual share": float(fr.sum()),
+               "text share": float(e["attention"]["text"]),
+               "visual token share": float(nv / (nv + nt)) if nv and nt else np.nan,
+               "mass per frame": float(fr.mean()) if len(fr) else np.nan,
+               "mass per visual token": float(fr.sum()) / nv if nv else np.nan, "enrichment": np.nan}
+        if events is not None and str(r.clip_id) in events.index and len(t) == len(fr):
+            ev = events.loc[str(r.clip_id)]
+            inside = (t >= ev["micro_onset_s"]) & (t <= ev["micro_offset_s"])
+            if inside.any() and fr.sum() > 0:
+                row["enrichment"] = float(fr[inside].sum() / fr.sum()) / float(inside.mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_ci(values, n_boot: int = 1000, seed: int = 0) -> metrics.CI:
+    """Bootstrap CI of the mean of ``values`` (NaN dropped; plain resampling): ``metrics.bootstrap_ci``."""
+    v = pd.Series(values, dtype=float).dropna().reset_index(drop=True)
+    if v.empty:
+        return metrics.CI(np.nan, np.nan, np.nan)
+    return metrics.bootstrap_ci(pd.DataFrame({"v": v}), lambda d: float(d["v"].mean()), n_boot=n_boot, seed=seed,
+                                strata=False)
+
+
 # ------------------------------------------------------------------------------------------------ page helpers
 def chance_line(ax, k: int, label: str | None = "chance (1/K)", horizontal: bool = True) -> None:
     """Dashed line at the chance macro-F1 1/k of a class-balanced test set (every F1 figure has one)."""
@@ -476,3 +533,137 @@ def note(text: str) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown(f"> **Note:** {text}"))
+
+
+# ------------------------------------------------------------------------------------------------ label orders
+def latin_orders(labels: Sequence[str], n_clips: int, n_sets: int, seed: int = 0) -> dict[str, tuple]:
+    """``n_sets`` random label-order designs ``{"random order j": (base, rotation)}``.
+
+    Set j draws one seeded permutation ``base`` of ``labels``; clip i (manifest order) is shown the cyclic
+    rotation ``rotation[i]`` of it, the K rotations dealt evenly over the clips in a seeded order (a Latin-square
+    design): every label is first for about 1/K of the clips, so a preference for a *position* is not confused
+    with a preference for the label that happens to sit there."""
+    labels = list(labels)
+    k = len(labels)
+    out = {}
+    for j in range(int(n_sets)):
+        base = [labels[i] for i in np.random.default_rng([seed, 6, j]).permutation(k)]
+        rotation = np.random.default_rng([seed, 6, j, 1]).permutation(int(n_clips)) % k
+        out[f"random order {j + 1}"] = (base, rotation)
+    return out
+
+
+def rotated(base: Sequence[str], rotation) -> list[list[str]]:
+    """The label list each clip is shown: ``base`` rotated left by ``rotation[i]``."""
+    base = list(base)
+    return [base[int(r):] + base[:int(r)] for r in rotation]
+
+
+def predict_orders(models, manifest: pd.DataFrame, conditions: dict[str, dict], orders: dict[str, tuple],
+                   order_kwargs: dict | None = None, *, seed: int = 0, store=None, labels=None,
+                   device: str = "auto", n_boot: int = 1000, load_extra: dict | None = None,
+                   kinds: dict[str, str] | None = None) -> "Predictions":
+    """:func:`predict` with label-order conditions added, every model loaded once for all of them.
+
+    ``conditions`` as for :func:`predict`. ``orders``: ``{name: (base, rotation)}`` (e.g. :func:`latin_orders`):
+    clip i (manifest order) is asked with the label list ``base`` rotated by ``rotation[i]`` and the keyword
+    arguments ``order_kwargs`` of ``run.classify`` (``sampling``, ``prompt``, ...); one call per rotation,
+    reassembled in manifest order. The returned table has, for each model and order condition, a column
+    ``col(model, name) + " | position"``: the 1-based position of the answer in the list that clip was shown
+    (0 when it names none; ``metrics.answer_positions``), and ``Predictions.shown[name]`` = the lists."""
+    from emoprobe import run
+
+    manifest = manifest.reset_index(drop=True)
+    specs = list(models.values()) if isinstance(models, dict) else list(models)
+    lab = list(labels) if labels is not None else _labels_of(manifest)
+    shown = {name: rotated(base, rot) for name, (base, rot) in orders.items()}
+    for name, (base, rot) in orders.items():
+        if len(rot) != len(manifest) or sorted(base) != sorted(lab):
+            raise ValueError(f"order {name!r}: needs one rotation per clip ({len(manifest)}) and a permutation "
+                             f"of the labels; got {len(rot)} rotations of {list(base)}")
+    runs, timing, kind = {}, {}, {}
+    for spec in specs:
+        name = display_name(spec)
+        sdict = spec if isinstance(spec, dict) else (getattr(spec, "spec", {}) or {})
+        kind[name] = (kinds or {}).get(name) or ("vision-only" if sdict.get("backend") == "vision" else "vlm")
+        t0 = time.perf_counter()
+        backend = load(spec, device, **(load_extra or {}))
+        for cond, kw in conditions.items():
+            runs[(name, cond)] = _call(backend, manifest, kw, seed, store, lab)
+        for cond, (base, rot) in orders.items():
+            parts = []
+            for r in sorted(set(int(x) for x in rot)):
+                idx = np.flatnonzero(np.asarray(rot) == r)
+                parts.append(run.classify(backend, manifest.iloc[idx], labels=rotated(base, [r])[0], seed=seed,
+                                          store=store, progress=False, **(order_kwargs or {})))
+            df = pd.concat(parts).set_index("clip_id").loc[manifest["clip_id"]].reset_index()
+            runs[(name, cond)] = df
+        del backend
+        free()
+        timing[name] = time.perf_counter() - t0
+    pred = Predictions(runs, manifest, lab, n_boot=n_boot, seed=seed, kinds=kind, timing=timing)
+    pred.shown = shown
+    ids = manifest["clip_id"].astype(str).to_numpy()
+    for (m, cond), df in runs.items():
+        if cond in orders:
+            pos = pd.Series(metrics.answer_positions(df["pred"], shown[cond]), index=ids)
+            pred.wide[pred.col(m, cond) + SEP + "position"] = pos.reindex(pred.wide["clip_id"]).to_numpy()
+    return pred
+
+
+# ------------------------------------------------------------------------------------------------ images, faces
+def image_grid(images: dict, ncols: int = 4, width: float | None = None):
+    """One panel per image (``{caption: (H, W, 3) uint8}``, caption under the panel), ``ncols`` per row, at the
+    page's full width and without smoothing, so thin drawings on small frames stay visible. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from emoprobe import plots
+
+    width = width or plots.FIG_W
+    n = len(images)
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, width / ncols * nrows * 1.15), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (caption, img) in zip(axes.ravel(), images.items()):
+        ax.set_axis_on()
+        ax.imshow(img, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(str(caption), fontsize=8)
+    return fig
+
+
+def face_check(manifest: pd.DataFrame, sampling: dict, detector: str = "mtcnn") -> pd.DataFrame:
+    """Where the visual prompts' face source finds a face, per clip of ``manifest`` on the frames ``sampling``
+    gives: ``frames``, ``found`` (frames with a face; 0 when the detector finds none in the clip) and, where the
+    manifest has SynthFER ground truth (``gt_path``), ``iou``: the median intersection over union of the found
+    boxes with the generator's face box."""
+    from emoprobe import sampling as _sampling
+    from emoprobe import transforms
+
+    has_gt = "gt_path" in manifest.columns and manifest["gt_path"].notna().all()
+    rows = []
+    for row in manifest.to_dict("records"):
+        fr = _sampling.sample(row["path"], **sampling)
+        gt = None
+        if has_gt:
+            from emoprobe import synthfer
+
+            gt = synthfer.load_gt(row)
+        try:
+            face = transforms.locate_face(fr, gt, detector, name=detector)
+        except transforms.TransformError:
+            rows.append({"clip_id": row["clip_id"], "frames": len(fr), "found": 0, "iou": np.nan})
+            continue
+        iou = np.nan
+        if gt is not None and face.found.any():
+            b, g = np.asarray(face.box, float), np.asarray(gt["box"], float)[fr.indices]
+            iw = np.clip(np.minimum(b[:, 2], g[:, 2]) - np.maximum(b[:, 0], g[:, 0]), 0, None)
+            ih = np.clip(np.minimum(b[:, 3], g[:, 3]) - np.maximum(b[:, 1], g[:, 1]), 0, None)
+            inter = iw * ih
+            union = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1]) - inter
+            iou = float(np.median((inter / union)[face.found]))
+        rows.append({"clip_id": row["clip_id"], "frames": len(fr), "found": int(face.found.sum()), "iou": iou})
+    return pd.DataFrame(rows)

@@ -193,7 +193,8 @@ def decide_effect(stat, effect: float, *, direction: int = +1, f1_ci=None, k: in
                   model: str = "the model") -> Verdict:
     """Claim: an effect of size ``effect`` (> 0) exists with sign ``direction`` (+1: the statistic grows, −1: a
     drop). ``stat`` = (point, lo, hi). Gates: ``f1_ci`` (point, lo, hi) above chance for ``k`` classes (skipped
-    when ``f1_ci`` is None, e.g. a claim not about a model) and power (:func:`powered`).
+    when ``f1_ci`` is None, e.g. a claim not about a model; for a drop the margin defaults to
+    max(CHANCE_MARGIN, effect), room to lose a paper-sized drop) and power (:func:`powered`).
 
     * replicated: the interval excludes 0 on the claimed side (direction·lo' > 0);
     * not replicated: it excludes a paper-sized effect (direction·hi' < effect);
@@ -205,9 +206,11 @@ def decide_effect(stat, effect: float, *, direction: int = +1, f1_ci=None, k: in
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction!r}")
     s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed so that the claimed effect is positive
+    if margin is None:
+        margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
     gates = [powered((lo, hi), effect)]
     if f1_ci is not None:
-        gates.insert(0, above_chance(f1_ci, k, CHANCE_MARGIN if margin is None else margin, model))
+        gates.insert(0, above_chance(f1_ci, k, margin, model))
     m = mde((lo, hi))
     txt = f"{measure} = {_fmt(point, lo, hi)}"
     side = "above" if direction > 0 else "below"
@@ -271,7 +274,8 @@ def decide_bell(rise, fall, effect: float, *, f1_ci=None, k: int | None = None, 
                 peak: str = "the peak", claim: str = "", paper: str = "", model: str = "the model") -> Verdict:
     """Shape claim "a bell with its peak at ``peak``" (fixed before the data; no peak-picking). ``rise`` =
     F1(peak) − F1(lowest rate), ``fall`` = F1(peak) − F1(highest rate), each (point, lo, hi) from a paired
-    bootstrap. Gates: ``f1_ci`` (the model's best macro-F1 interval) above chance, and power for BOTH sides.
+    bootstrap. Gates: ``f1_ci`` (the model's macro-F1 interval at the peak) above chance by max(CHANCE_MARGIN,
+    effect) (room for a paper-sized fall), and power for BOTH sides.
 
     * replicated: both intervals lie above 0 (intersection-union test, no correction needed);
     * not replicated: either interval lies below ``effect`` (that side of the bell is excluded at paper size);
@@ -281,8 +285,8 @@ def decide_bell(rise, fall, effect: float, *, f1_ci=None, k: int | None = None, 
     gates = [powered(r[1:], effect), powered(f[1:], effect)]
     gates[0] = Gate(gates[0].ok, "rise: " + gates[0].text)
     gates[1] = Gate(gates[1].ok, "fall: " + gates[1].text)
-    if f1_ci is not None:
-        gates.insert(0, above_chance(f1_ci, k, CHANCE_MARGIN if margin is None else margin, model))
+    if f1_ci is not None:   # a bell needs room for a paper-sized fall above chance
+        gates.insert(0, above_chance(f1_ci, k, max(CHANCE_MARGIN, effect) if margin is None else margin, model))
     decisive = r if r[1] <= f[1] else f     # the weaker side decides
     m = max(mde(r[1:]), mde(f[1:]))
     txt = f"rise to {peak} {_fmt(*r)}, fall after it {_fmt(*f)}"
@@ -319,7 +323,7 @@ def change(pred, model: str, base, other, effect: float, *, expect: str = "effec
         raise ValueError(f"expect must be 'effect' or 'none', got {expect!r}")
     d = pred.diff(model, base, other, stat=stat)
     kw = dict(direction=direction, f1_ci=pred.f1(model, base), k=pred.k, claim=claim, paper=paper, model=model,
-              measure=f"Δ {stat.replace('_', '-')} ({_name(other)} − {_name(base)})")
+              measure=f"Δ {_STAT_NAMES.get(stat, stat)} ({_name(other)} − {_name(base)})")
     return decide_effect(d, effect, **kw) if expect == "effect" else decide_null(d, effect, **kw)
 
 
@@ -331,6 +335,9 @@ def bell(pred, model: str, low, peak, high, effect: float, *, claim: str = "", p
     fall = pred.diff(model, high, peak)
     return decide_bell(rise, fall, effect, f1_ci=pred.f1(model, peak), k=pred.k, peak=_name(peak), claim=claim,
                        paper=paper, model=model)
+
+
+_STAT_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
 
 
 def _name(cond) -> str:
