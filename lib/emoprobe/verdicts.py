@@ -354,3 +354,88 @@ def table(verdicts: dict) -> "pd.DataFrame":  # noqa: F821
                              "ours [95% CI]": v.ours, "minimum detectable": round(v.mde, 3) if v.mde == v.mde
                              else None, "verdict": v.word, "reason": v.reason}
                          for k, v in verdicts.items()}).T
+
+
+# ------------------------------------------------------------------------------------------ two-sided and families
+def decide_change(stat, effect: float, *, f1_ci=None, k: int | None = None, margin: float | None = None,
+                  measure: str = "the change", claim: str = "", paper: str = "",
+                  model: str = "the model") -> Verdict:
+    """Claim: a change of paper size in EITHER direction (e.g. "the answer format matters"). Gates as
+    :func:`decide_effect` (chance margin :data:`CHANCE_MARGIN` unless given).
+
+    * replicated: the interval excludes 0 (on either side: the two-sided test at level ALPHA);
+    * not replicated: the whole interval lies within ±``effect`` (no paper-sized change either way);
+    * inconclusive otherwise or when a gate fails."""
+    point, lo, hi = _interval(stat)
+    effect = abs(float(effect))
+    if effect <= 0:
+        raise ValueError("decide_change: effect (the paper-sized effect) must be non-zero")
+    gates = [powered((lo, hi), effect)]
+    if f1_ci is not None:
+        gates.insert(0, above_chance(f1_ci, k, CHANCE_MARGIN if margin is None else margin, model))
+    m = mde((lo, hi))
+    txt = f"{measure} = {_fmt(point, lo, hi)}"
+    failed = _gated(gates)
+    if failed:
+        return Verdict(INCONCLUSIVE, point, (lo, hi), f"{txt}; inconclusive because {failed}", failed,
+                       claim=claim, measure=measure, paper=paper, mde=m, model=model)
+    if lo > 0 or hi < 0:
+        word, reason = REPLICATED, "the interval excludes 0"
+    elif -effect < lo and hi < effect:
+        word, reason = NOT_REPLICATED, f"the whole interval lies within ±{effect:.3f} (no paper-sized change)"
+    else:
+        word, reason = INCONCLUSIVE, f"the interval includes both 0 and a paper-sized change (±{effect:.3f})"
+    return Verdict(word, point, (lo, hi), f"{txt}: {reason}", reason, claim=claim, measure=measure, paper=paper,
+                   mde=m, model=model)
+
+
+def bonferroni(stat, n: int, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """(point, lo, hi) of a (1 − alpha) interval widened to the Bonferroni level 1 − alpha/n (normal
+    approximation from the interval's standard error): one look among ``n`` keeps the family's error at alpha."""
+    point, lo, hi = _interval(stat)
+    half = _z(1 - alpha / (2 * int(n))) * standard_error((lo, hi), alpha)
+    return point, point - half, point + half
+
+
+def decide_family(stats: dict, effect: float, *, expect: str = "none", direction: int = +1, f1_ci=None,
+                  k: int | None = None, margin: float | None = None, measure: str = "the change",
+                  claim: str = "", paper: str = "", model: str = "the model") -> Verdict:
+    """One claim about a whole family of comparisons (e.g. "no visual prompt improves recognition", one paired
+    change per prompt: ``stats`` = {member: (point, lo, hi)}). Each member's 95% interval is widened to the
+    Bonferroni level (:func:`bonferroni`, n = number of members) and decided with :func:`decide_null`
+    (``expect="none"``) or :func:`decide_effect` (``expect="effect"``); then
+
+    * replicated: every member is replicated (an intersection-union test; the widening only makes it stricter);
+    * not replicated: at least one member is not replicated — the widening corrects for picking it among n;
+    * inconclusive otherwise, with the members that decided it. The deciding statistic is the member whose
+      interval lies closest to contradicting the claim (largest upper bound for a no-rise claim)."""
+    if expect not in ("effect", "none"):
+        raise ValueError(f"expect must be 'effect' or 'none', got {expect!r}")
+    if not stats:
+        return not_evaluated("no comparison in the family", claim=claim, paper=paper, model=model)
+    rule = decide_null if expect == "none" else decide_effect
+    n = len(stats)
+    members = {name: rule(bonferroni(s, n), effect, direction=direction, f1_ci=f1_ci, k=k, margin=margin,
+                          measure=f"{measure}: {name}", model=model) for name, s in stats.items()}
+    words = {name: v.word for name, v in members.items()}
+    # the member nearest to contradicting the claim: for "no rise" the largest upper bound, for "no drop" the
+    # smallest lower bound (and the mirror for an effect claim)
+    signed = {name: (v.interval[1] if direction > 0 else -v.interval[0]) for name, v in members.items()}
+    key = max(signed, key=signed.get) if expect == "none" else min(signed, key=signed.get)
+    if any(w == NOT_REPLICATED for w in words.values()):
+        word = NOT_REPLICATED
+        key = next(nm for nm, w in words.items() if w == NOT_REPLICATED)
+        reason = f"{key}: {members[key].reason} (Bonferroni-corrected for {n} comparisons)"
+    elif all(w == REPLICATED for w in words.values()):
+        word = REPLICATED
+        reason = f"all {n} comparisons: {members[key].reason.replace('the whole interval', 'every interval')} " \
+                 f"(Bonferroni-widened intervals; the nearest is {key})"
+    else:
+        word = INCONCLUSIVE
+        open_ = [nm for nm, w in words.items() if w == INCONCLUSIVE]
+        reason = f"{', '.join(open_)}: {members[open_[0]].reason}"
+    v = members[key]
+    return Verdict(word, v.statistic, v.interval, f"{measure} over {n} comparisons, nearest {key} "
+                   f"{_fmt(v.statistic, *v.interval)} (Bonferroni-widened): {reason}", reason, claim=claim,
+                   measure=f"{measure} ({key}, Bonferroni ×{n})", paper=paper, mde=v.mde, model=model,
+                   extra={"members": {nm: [mv.word, mv.statistic, *mv.interval] for nm, mv in members.items()}})
