@@ -60,7 +60,8 @@ def main() -> int:
     print(f"cold build (execute + render):   {cold:8.1f} s  (rc {r.returncode})")
     for st in sorted((tmp / "data" / "cache" / "stamps").glob("*.json")):
         s = json.loads(st.read_text())
-        print(f"  {s['chapter']:28s} {s['status']:8s} {s['wall_s']:8.1f} s  peak RSS {s['peak_rss_mb']:8.0f} MB")
+        print(f"  {s['chapter']:28s} {s['status']:8s} {s['wall_s']:8.1f} s  peak RSS {s['peak_rss_mb']:8.0f} MB  "
+              f"answers computed {s.get('answers_computed')}, from the store {s.get('answers_from_store')}")
     render, r2 = timed([str(Path(sys.executable).parent / "jupyter-book"), "build", str(tmp), "-W", "-n", "--keep-going"],
                        cwd=tmp, env=env)
     print(f"render only (jupyter-book):      {render:8.1f} s  (rc {r2.returncode})")

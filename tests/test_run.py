@@ -150,3 +150,52 @@ def test_unknown_transform_fails_fast(tmp_path, st):
     man = manifest(tmp_path, n=1)
     with pytest.raises(ValueError, match="transform 'red_circle'"):
         run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False, transform="red_circle")
+
+
+def test_answer_log_counts_computed_and_stored(tmp_path, st, monkeypatch):
+    """With EMOPROBE_ANSWER_LOG set (the book runner does, per chapter), each call logs computed vs stored."""
+    man = manifest(tmp_path, n=4)
+    log = tmp_path / "answers.jsonl"
+    monkeypatch.setenv(run.ANSWER_LOG_ENV, str(log))
+    run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False)
+    run.classify(FakeBackend(), man, sampling=SAMP, store=st, progress=False)
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(r["computed"], r["from_store"]) for r in recs] == [(4, 0), (0, 4)]
+    from emoprobe import book
+
+    assert book._answer_counts(log) == (4, 4)
+
+
+def test_processing_order_groups_lengths_but_output_keeps_manifest_order(tmp_path, st):
+    """Clips are processed shortest first (equal frame counts batch together); rows stay in manifest order."""
+    man = manifest(tmp_path, n=6)
+    man["duration_s"] = [3.0, 1.0, 2.0, 1.0, 3.0, 2.0]
+    seen = []
+
+    class Spy(FakeBackend):
+        def classify(self, requests, score=False):
+            seen.extend(float(r.frames.mean()) for r in requests)
+            return super().classify(requests, score=score)
+
+    df = run.classify(Spy(), man, sampling=SAMP, store=st, batch_size=2, progress=False)
+    assert df["clip_id"].tolist() == man["clip_id"].tolist()
+    levels = [20 + 10 * i for i in range(6)]
+    order = sorted(range(6), key=lambda i: (man["duration_s"][i], i))
+    assert np.allclose(seen, [levels[i] for i in order], atol=2)
+
+
+def test_backend_reused_for_the_same_spec(tmp_path, monkeypatch):
+    """A spec dict is loaded once and reused while the same spec and files are asked for again."""
+    from emoprobe import models
+
+    loads = []
+    monkeypatch.setattr(models, "load", lambda spec: loads.append(spec) or FakeBackend())
+    run.release_backends()
+    spec = {"backend": "fake", "model": str(tmp_path), "name": "A"}
+    b1, n1 = run.load_backend(spec)
+    b2, n2 = run.load_backend({**spec, "name": "B"})
+    assert b1 is b2 and (n1, n2) == ("A", "B") and len(loads) == 1
+    (tmp_path / "weights.bin").write_bytes(b"x")   # the checkpoint folder changed: loaded again
+    b3, _ = run.load_backend(spec)
+    assert b3 is not b1 and len(loads) == 2
+    run.release_backends()

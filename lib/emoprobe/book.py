@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 
 from . import config, paths
+from .run import ANSWER_LOG_ENV
+
 
 KERNEL = "emoprobe"
 PACKAGES = ("emoprobe", "torch", "torchvision", "transformers", "peft", "numpy", "pandas", "scikit-learn",
@@ -50,6 +52,8 @@ class ChapterStatus:
     executed_at: str = ""
     git_commit: str = ""
     versions: dict = field(default_factory=dict)
+    answers_computed: int | None = None   # model answers this execution computed ...
+    answers_from_store: int | None = None  # ... and read from the run store (run.ANSWER_LOG_ENV)
 
 
 def chapters_dir() -> Path:
@@ -251,6 +255,10 @@ def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterS
                        executed_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), git_commit=git_commit(),
                        versions=versions())
     out_dir().mkdir(parents=True, exist_ok=True)
+    answer_log = stamps_dir() / f"{chapter}.answers.jsonl"
+    answer_log.unlink(missing_ok=True)
+    saved_env = os.environ.get(ANSWER_LOG_ENV)
+    os.environ[ANSWER_LOG_ENV] = str(answer_log)  # the kernel inherits it: every model call logs its counts
     t0 = time.perf_counter()
     with _PeakRSS() as mem:
         try:
@@ -266,8 +274,33 @@ def execute_chapter(chapter: str, profile: str, force: bool = False) -> ChapterS
             st.status, st.error = "failed", f"{type(e).__name__}: {e}"
     st.wall_s = round(time.perf_counter() - t0, 2)
     st.peak_rss_mb = round(mem.peak / 2**20, 1)
+    if saved_env is None:
+        os.environ.pop(ANSWER_LOG_ENV, None)
+    else:
+        os.environ[ANSWER_LOG_ENV] = saved_env
+    st.answers_computed, st.answers_from_store = _answer_counts(answer_log)
     stamp.write_text(json.dumps(asdict(st), indent=1))
     return st
+
+
+def _answer_counts(path: Path) -> tuple[int, int]:
+    """Sum of ``(computed, from_store)`` over the answer log a chapter's execution wrote (0, 0 if none)."""
+    comp = stored = 0
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            comp += int(rec.get("computed", 0))
+            stored += int(rec.get("from_store", 0))
+    return comp, stored
+
+
+def _answers_cell(s: ChapterStatus) -> str:
+    if s.answers_computed is None:
+        return "—"
+    return f"{s.answers_computed:,} / {s.answers_from_store:,}"
 
 
 def write_status_page(statuses: list[ChapterStatus]) -> Path:
@@ -278,7 +311,7 @@ def write_status_page(statuses: list[ChapterStatus]) -> Path:
         rows.append(
             f"| [{s.chapter}](chapters/{s.chapter}.ipynb) | {s.profile} | {s.status}{cell} | "
             f"{'<br>'.join(s.models) or '—'} | {'<br>'.join(s.datasets) or '—'} | {s.wall_s:.1f} | "
-            f"{s.peak_rss_mb:.0f} | {s.device} | {s.git_commit} | {s.executed_at} |")
+            f"{s.peak_rss_mb:.0f} | {_answers_cell(s)} | {s.device} | {s.git_commit} | {s.executed_at} |")
     vers = statuses[0].versions if statuses else versions()
     lines = [
         "# Build status and provenance", "",
@@ -286,9 +319,9 @@ def write_status_page(statuses: list[ChapterStatus]) -> Path:
         "build time. *up-to-date* means the chapter's content hash (notebook, parameters, library source, "
         "reference tables and checkpoints) was unchanged, so the stored execution was reused; wall time and "
         "memory are those of that execution.", "",
-        "| chapter | profile | status | models | datasets | wall time (s) | peak memory (MB) | device | "
-        "git commit | executed |",
-        "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "| chapter | profile | status | models | datasets | wall time (s) | peak memory (MB) | "
+        "model answers computed / from the run store | device | git commit | executed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|", *rows, "",
         "## Package versions", "", "| package | version |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in vers.items()], "",
     ]
@@ -433,7 +466,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     statuses = []
     for name in names:
         st = execute_chapter(name, profile, force=force)
-        print(f"[book] {name:28s} {st.status:10s} {st.wall_s:7.1f} s  peak {st.peak_rss_mb:7.0f} MB"
+        print(f"[book] {name:28s} {st.status:10s} {st.wall_s:7.1f} s  peak {st.peak_rss_mb:7.0f} MB  answers "
+              f"computed/stored {_answers_cell(st)}"
               + (f"  -- cell {st.failed_cell}: {st.error[:200]}" if st.status == "failed" else ""), flush=True)
         statuses.append(st)
     # the status page lists every chapter, also those not re-run now

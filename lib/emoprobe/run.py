@@ -416,7 +416,27 @@ def _summarise(df: pd.DataFrame, st: _store.RunStore, run: str, what: str) -> pd
              s["failed"], s["cached"])
     df.attrs["summary"] = s
     df.attrs["run"] = run
+    _log_answers(what, s)
     return df
+
+
+#: When set (the book runner sets it for each chapter), every classify/describe/msce call appends one JSON line
+#: ``{"what", "n", "computed", "from_store"}`` to this file: how many answers a chapter computed vs read.
+ANSWER_LOG_ENV = "EMOPROBE_ANSWER_LOG"
+
+
+def _log_answers(what: str, s: dict) -> None:
+    import os
+
+    path = os.environ.get(ANSWER_LOG_ENV)
+    if not path:
+        return
+    line = json.dumps({"what": what, "n": s["n"], "computed": s["n"] - s["cached"], "from_store": s["cached"]})
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as e:  # accounting only: never fails a run
+        log.warning("cannot append to %s=%s: %s", ANSWER_LOG_ENV, path, e)
 
 
 def _prep_manifest(manifest, shard):
