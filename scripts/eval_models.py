@@ -14,6 +14,13 @@
   (``captions.regions_in_text``) are compared with the ground truth ``captions.regions_moved`` of that gap.
   Reported: hit rate (some mentioned region truly moved, on gaps where something moved), first-region accuracy,
   region precision/recall, and the hit rate of the best constant answer (one fixed region) as a baseline.
+* Fresh-seed split: a balanced SynthFER MAFW test split generated with ``--fresh-seed`` (a seed no recipe uses:
+  new identities; ``--fresh-per-class`` clips per class), measured like the test split (at the sampling chosen
+  on validation); both print macro-F1 with a 95% bootstrap CI (resampled within class) and the share of the
+  most frequent answer, so "the same quality on new identities" is read off the two intervals.
+* MSCE layout (VLMs): on ``--msce-clips`` test clips, the model describes each gap itself (stage 1) and then
+  classifies the keyframes interleaved with its own texts (stage 2, ``ClassifyRequest.context``), as
+  ``run.msce`` does; in-label rate and macro-F1.
 Nothing here feeds back into training.
 """
 from __future__ import annotations
@@ -72,23 +79,39 @@ def classify(backend, df, opt: str, batch: int = 8, score: bool = False):
     return texts, preds
 
 
+def _ci(y_true, preds) -> dict:
+    import pandas as pd
+
+    from emoprobe import metrics
+
+    df = pd.DataFrame({"label": list(y_true), "pred": [p if p is not None else "__none__" for p in preds]})
+    c = metrics.macro_f1_ci(df, LABELS, n_boot=1000, seed=0)
+    counts = pd.Series([p for p in preds]).value_counts(dropna=False)
+    return {"macro_f1_ci95": [round(c.lo, 4), round(c.hi, 4)],
+            "top_answer_share": round(float(counts.iloc[0]) / len(preds), 4) if len(preds) else None}
+
+
 def _where(name: str) -> Path:
     """A model name under data/models, or a folder path (e.g. a variant from scripts/microvlm_budget.py)."""
     p = Path(name)
     return p if len(p.parts) > 1 else paths.models() / name
 
 
-def eval_vision(name: str, test) -> dict:
+def eval_vision(name: str, test, fresh=None) -> dict:
     b = models.load({"backend": "vision", "model": str(_where(name))})
     t0 = time.time()
     _, preds = classify(b, test, "count:16", batch=32)
     r = scores(list(test["label"]), preds)
+    r.update(_ci(test["label"], preds))
     r.update(sampling="count:16", n=len(test), seconds=round(time.time() - t0, 1),
              pred_counts={l: int(sum(p == l for p in preds)) for l in LABELS})
+    if fresh is not None:
+        _, pf = classify(b, fresh, "count:16", batch=32)
+        r["fresh"] = {**scores(list(fresh["label"]), pf), **_ci(fresh["label"], pf), "n": len(fresh)}
     return r
 
 
-def eval_vlm(name: str, test, val, options) -> dict:
+def eval_vlm(name: str, test, val, options, fresh=None) -> dict:
     b = models.load({"backend": "hf", "model": str(_where(name))})
     t0 = time.time()
     val_res = {}
@@ -108,10 +131,39 @@ def eval_vlm(name: str, test, val, options) -> dict:
         _, ps = classify(b, test, opt, score=True)
         r["scored"] = scores(list(test["label"]), ps)
         r["scored"]["pred_counts"] = {l: int(sum(x == l for x in ps)) for l in LABELS}
+        r.update(_ci(test["label"], p))
         out["test"][opt] = r
         print(f"  [{name}] test @ {opt} done ({time.time() - t0:.0f} s)", flush=True)
+    if fresh is not None:
+        texts, p = classify(b, fresh, best)
+        out["fresh"] = {**scores(list(fresh["label"]), p), **_ci(fresh["label"], p), "sampling": best,
+                        "n": len(fresh), "in_label_rate": float(np.mean([x is not None for x in p])),
+                        "pred_counts": {l: int(sum(x == l for x in p)) for l in LABELS}}
     out["seconds"] = round(time.time() - t0, 1)
     return out
+
+
+def eval_msce(name: str, test, n_clips: int) -> dict:
+    """MSCE on ``n_clips`` test clips with the model as its own describer (stage 1) and classifier (stage 2),
+    the requests built as ``run.msce`` builds them (keyframes at 1 fps, m=4 frames per gap)."""
+    b = models.load({"backend": "hf", "model": str(_where(name))})
+    sub = train.per_class(test, max(1, n_clips // len(LABELS)), 0, "msce-check")
+    prompt = prompts.render("msce", LABELS)
+    texts, preds = [], []
+    for _, row in sub.iterrows():
+        keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
+        ctx = [a.text for a in b.describe([DescribeRequest(frames=g.frames, t=g.t, prompt=prompts.DESCRIBE["motion"])
+                                           for g in gaps])]
+        a = b.classify([ClassifyRequest(frames=keys.frames, t=keys.t, labels=LABELS, prompt=prompt, context=ctx)])[0]
+        if a.status == "failed":
+            raise RuntimeError(f"MSCE classification failed: {a.error}")
+        texts.append(a.text)
+        preds.append(a.text.strip().lower() if a.text.strip().lower() in LABELS else None)
+    r = scores(list(sub["label"]), preds)
+    r.update(n=len(sub), in_label_rate=float(np.mean([x is not None for x in preds])),
+             pred_counts={l: int(sum(x == l for x in preds)) for l in LABELS},
+             examples_out_of_label=[t for t, x in zip(texts, preds) if x is None][:5])
+    return r
 
 
 def eval_motion(name: str, test, n_clips: int) -> dict:
@@ -156,6 +208,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true", help="write data/models/<name>/eval.json")
+    ap.add_argument("--fresh-seed", type=int, default=7919,
+                    help="seed of the fresh-identity test split (no recipe uses it); -1: skip")
+    ap.add_argument("--fresh-per-class", type=int, default=8)
+    ap.add_argument("--msce-clips", type=int, default=44, help="test clips for the MSCE-layout check (0: skip)")
     a = ap.parse_args(argv)
     import torch
 
@@ -164,6 +220,12 @@ def main(argv=None) -> int:
                          if (p / "config.json").exists()]
     test = synthfer.dataset("mafw", "test", seed=a.seed)
     _, val = train.splits(a.seed)
+    fresh = None
+    if a.fresh_seed >= 0:
+        if a.fresh_seed == a.seed:
+            ap.error("--fresh-seed must differ from --seed (the recipes' seed)")
+        fresh = synthfer.dataset("mafw", "test", seed=a.fresh_seed, n_per_class=a.fresh_per_class, workers=1)
+        print(f"fresh-seed split (seed {a.fresh_seed}, new identities): {len(fresh)} clips", flush=True)
     print(f"test split: {len(test)} clips ({test['label'].value_counts().min()}-"
           f"{test['label'].value_counts().max()} per class); validation slice {len(val)} clips", flush=True)
     results = {}
@@ -171,18 +233,36 @@ def main(argv=None) -> int:
         path = _where(name)
         cfg = json.loads((path / "config.json").read_text())
         if "arch" in cfg and "labels" in cfg:
-            r = eval_vision(name, test)
-            print(f"{name}: macro-F1 {r['macro_f1']:.3f}, acc {r['acc']:.3f} (bar: macro-F1 >= 0.6)", flush=True)
+            r = eval_vision(name, test, fresh)
+            print(f"{name}: macro-F1 {r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}], "
+                  f"acc {r['acc']:.3f} (bar: macro-F1 >= 0.6)", flush=True)
+            if "fresh" in r:
+                f = r["fresh"]
+                print(f"  fresh-seed split ({f['n']} clips): macro-F1 {f['macro_f1']:.3f} [{f['macro_f1_ci95'][0]:.3f}, "
+                      f"{f['macro_f1_ci95'][1]:.3f}]", flush=True)
         else:
-            r = eval_vlm(name, test, val, list(a.options))
+            r = eval_vlm(name, test, val, list(a.options), fresh)
             best = r["chosen_on_val"]
             tb = r["test"][best]
             print(f"{name}: sampling chosen on val = {best} (val macro-F1 by sampling: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in r["val_macro_f1_by_sampling"].items()) + ")", flush=True)
             for opt, t in r["test"].items():
-                print(f"  test @ {opt}: macro-F1 {t['macro_f1']:.3f}, acc {t['acc']:.3f}, in-label "
-                      f"{t['in_label_rate']:.3f} (bars: in-label >= 0.95, macro-F1 >= 0.45); label scoring "
-                      f"(score=True): macro-F1 {t['scored']['macro_f1']:.3f}, acc {t['scored']['acc']:.3f}", flush=True)
+                print(f"  test @ {opt}: macro-F1 {t['macro_f1']:.3f} [{t['macro_f1_ci95'][0]:.3f}, "
+                      f"{t['macro_f1_ci95'][1]:.3f}], acc {t['acc']:.3f}, in-label {t['in_label_rate']:.3f}, most "
+                      f"frequent answer {t['top_answer_share']:.2f} of clips (bars: macro-F1 >= 0.40, in-label >= "
+                      f"0.95, no answer > 0.30); label scoring (score=True): macro-F1 {t['scored']['macro_f1']:.3f}, "
+                      f"acc {t['scored']['acc']:.3f}", flush=True)
+            if "fresh" in r:
+                f = r["fresh"]
+                print(f"  fresh-seed split ({f['n']} clips, seed {a.fresh_seed}) @ {f['sampling']}: macro-F1 "
+                      f"{f['macro_f1']:.3f} [{f['macro_f1_ci95'][0]:.3f}, {f['macro_f1_ci95'][1]:.3f}], in-label "
+                      f"{f['in_label_rate']:.3f}, most frequent answer {f['top_answer_share']:.2f}", flush=True)
+                r["fresh"]["seed"] = a.fresh_seed
+            if a.msce_clips > 0:
+                r["msce"] = eval_msce(name, test, a.msce_clips)
+                ms = r["msce"]
+                print(f"  MSCE layout (own motion texts) on {ms['n']} test clips: in-label {ms['in_label_rate']:.3f}, "
+                      f"macro-F1 {ms['macro_f1']:.3f}", flush=True)
             if a.motion_clips > 0:
                 r["motion"] = eval_motion(name, test, a.motion_clips)
                 m = r["motion"]
