@@ -611,6 +611,17 @@ def with_invalid(ok: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _repo_relative(p) -> str:
+    """A relative dataset path in a profile means the repository root (chapters execute with cwd=chapters/),
+    unless it exists relative to the working directory."""
+    q = Path(str(p)).expanduser()
+    if q.is_absolute() or q.exists():
+        return str(q)
+    from . import paths
+
+    return str(paths.root() / q)
+
+
 def from_spec(spec: dict, split: str = "test", strict: bool | None = None) -> pd.DataFrame:
     """The manifest a chapter evaluates on, from a profile's ``dataset`` entry.
 
@@ -664,6 +675,7 @@ def from_spec(spec: dict, split: str = "test", strict: bool | None = None) -> pd
         root, fold = spec.get("root"), spec.get("fold", 1)
         if not root:
             raise ValueError(f"dataset spec {spec!r}: a {name} dataset needs `root` (your copy of {name.upper()})")
+        root = _repo_relative(root)
         n_per_class = spec.get("n_per_class")
         what = f"{name.upper()} fold {fold} under {root}"
         if n_per_class is None:
@@ -690,6 +702,7 @@ def from_spec(spec: dict, split: str = "test", strict: bool | None = None) -> pd
         csv = spec.get("csv") or spec.get("path")
         if not csv:
             raise ValueError(f"dataset spec {spec!r}: a manifest needs `csv` (or `path`): the manifest CSV file")
+        csv = _repo_relative(csv)
         df = with_invalid(*load_real(load_manifest, str(csv), csv=csv, label_set=spec.get("label_set")))
         if "split" in df.columns and df["split"].notna().any():
             sel = df[df["split"] == split]
