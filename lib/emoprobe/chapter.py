@@ -521,11 +521,12 @@ def glue_figure(key: str, fig) -> None:
 
 
 def glue_all(**values) -> None:
-    """Glue several named values at once (numbers and text for the prose)."""
+    """Glue several named values at once (numbers and text for the prose). NumPy scalars are glued as Python
+    numbers: a ``{glue:text}`x:.3f``` role cannot format the text ``np.float64(...)``."""
     from myst_nb import glue
 
     for k, v in values.items():
-        glue(k, v, display=False)
+        glue(k, v.item() if isinstance(v, np.generic) else v, display=False)
 
 
 def note(text: str) -> None:
