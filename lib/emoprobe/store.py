@@ -528,7 +528,7 @@ class RunStore:
     @staticmethod
     def _count_run(con, name: str) -> dict:
         rows = con.execute(
-            "SELECT a.task, a.status, (a.error LIKE 'invalid clip:%') AS inv, COUNT(*) FROM answers a "
+            "SELECT a.task, a.status, (a.error LIKE '%invalid clip:%') AS inv, COUNT(*) FROM answers a "
             "JOIN run_items r ON r.key = a.key WHERE r.run = ? GROUP BY 1, 2, 3", (name,)).fetchall()
         if any(t != "describe" for t, *_ in rows):  # MSCE runs hold their stage-1 descriptions too
             rows = [r for r in rows if r[0] != "describe"]
