@@ -60,3 +60,18 @@ def test_face_check_counts_frames_without_a_face(tmp_path):
     df = chapter.face_check(m, {"strategy": "fps", "fps": 5}, detector="mtcnn")
     assert list(df.columns) == ["clip_id", "frames", "found", "iou"]
     assert (df["found"] == 0).all() and (df["frames"] > 0).all() and df["iou"].isna().all()
+
+
+def test_share_diff_counts_answers_in_a_set():
+    labs = list(labels.MAFW)
+    man = pd.DataFrame({"clip_id": [f"c{i:02d}" for i in range(22)], "label": [labs[i % 11] for i in range(22)]})
+    runs = {("M", "a"): pd.DataFrame({"clip_id": man["clip_id"], "label": man["label"], "pred": "anger", "status": "ok"}),
+            ("M", "b"): pd.DataFrame({"clip_id": man["clip_id"], "label": man["label"],
+                                      "pred": ["anger"] * 11 + [None] * 11, "status": ["ok"] * 11 + ["unparsed"] * 11})}
+    pred = chapter.Predictions(runs, man, labs, n_boot=30)
+    assert chapter.share_diff(pred, "M", None, "a", {"anger"}).point == pytest.approx(1.0)
+    d = chapter.share_diff(pred, "M", "a", "b", {"anger"})
+    assert d.point == pytest.approx(-0.5) and d.lo <= -0.5 <= d.hi
+    assert chapter.share_diff(pred, "M", None, ["a", "b"], {"anger"}).point == pytest.approx(0.75)
+    with pytest.raises(KeyError, match="no column"):
+        chapter.share_diff(pred, "M", None, "a", {1}, suffix=" | position")

@@ -668,3 +668,25 @@ def face_check(manifest: pd.DataFrame, sampling: dict, detector: str = "mtcnn") 
             iou = float(np.median((inter / union)[face.found]))
         rows.append({"clip_id": row["clip_id"], "frames": len(fr), "found": int(face.found.sum()), "iou": iou})
     return pd.DataFrame(rows)
+
+
+
+def share_diff(pred: "Predictions", model: str, a, b, values, suffix: str = "") -> metrics.CI:
+    """Bootstrap (the table's replicates) of the share of ``model``'s answers that fall in ``values`` under
+    conditions ``b`` minus the share under ``a`` (``a=None``: the share under ``b`` alone). ``a``/``b`` are a
+    condition or a list (mean over them); ``suffix`` selects a derived column, e.g. ``SEP + "position"`` of
+    :func:`predict_orders` with ``values={1}`` (answers naming the first-listed label). Failed and unparsed
+    answers (``metrics.OTHER``) count in the denominator."""
+    values = set(values)
+    conds = lambda c: list(c) if isinstance(c, (list, tuple)) else [c]  # noqa: E731
+    cols_b = [pred.col(model, c) + suffix for c in conds(b)]
+    cols_a = [pred.col(model, c) + suffix for c in conds(a)] if a is not None else []
+    for c in cols_a + cols_b:
+        if c not in pred.wide.columns:
+            raise KeyError(f"no column {c!r} in the prediction table")
+
+    def share(d, cols):
+        return float(np.mean([d[c].isin(values).mean() for c in cols])) if cols else 0.0
+
+    key = f"share:{model}:{cols_a}:{cols_b}:{sorted(map(str, values))}"
+    return pred.bootstrap(lambda d: share(d, cols_b) - share(d, cols_a), cache=key)
