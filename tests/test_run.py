@@ -199,3 +199,40 @@ def test_backend_reused_for_the_same_spec(tmp_path, monkeypatch):
     b3, _ = run.load_backend(spec)
     assert b3 is not b1 and len(loads) == 2
     run.release_backends()
+
+
+@pytest.mark.slow
+def test_helper_processes_share_the_work_with_identical_answers(tmp_path, monkeypatch):
+    """EMOPROBE_WORKERS=2: a helper process answers part of the clips through the store's leases; the rows, in
+    manifest order, equal those of a single-process run, and none counts as cached."""
+    from emoprobe import tiny
+
+    ckpt = tiny.build_qwen2_5_vl(tmp_path / "tiny")
+    man = manifest(tmp_path, n=24)
+    spec = {"backend": "hf", "model": str(ckpt), "name": "tiny"}
+    kw = dict(sampling={"strategy": "count", "count": 4}, progress=False, batch_size=2)
+    monkeypatch.setenv("EMOPROBE_WORKERS", "1")
+    one = run.classify(spec, man, store=tmp_path / "one.sqlite", **kw)
+    monkeypatch.setenv("EMOPROBE_WORKERS", "2")
+    monkeypatch.setattr(run, "PARALLEL_MIN_ITEMS", 4)
+    monkeypatch.setattr(run._Engine, "LEASE_ROUND", 1)   # small lease rounds: both processes get clips
+    from emoprobe import hf
+
+    slow = hf.HFBackend.classify   # this process only (helpers import afresh): leaves the helper time to start
+    monkeypatch.setattr(hf.HFBackend, "classify", lambda self, reqs, score=False: (__import__("time").sleep(1.0),
+                                                                                    slow(self, reqs, score))[1])
+    by_helper = []
+    join = run._join_helpers
+    monkeypatch.setattr(run, "_join_helpers", lambda fs, rows: (by_helper.extend(k for f in fs for k in f.result()),
+                                                                join(fs, rows)))
+    try:
+        run._helper_pool(1).submit(int).result()   # the helper process started and imported (as after a 1st call)
+        two = run.classify(spec, man, store=tmp_path / "two.sqlite", **kw)
+    finally:
+        run.shutdown_helpers()
+    assert two["clip_id"].tolist() == man["clip_id"].tolist()
+    assert two["raw"].tolist() == one["raw"].tolist() and two["pred"].tolist() == one["pred"].tolist()
+    assert not two["cached"].any() and two.attrs["summary"]["n"] == 24
+    assert 0 < len(by_helper) < 24 and set(by_helper) <= set(two["key"])
+    rows = store.RunStore(tmp_path / "two.sqlite").to_frame()
+    assert len(rows) == 24 and rows["key"].is_unique

@@ -456,6 +456,119 @@ def _load_gt(row: dict):
     return None
 
 
+# ------------------------------------------------------------------------------------------------ helper processes
+# A long run on a CPU model also uses helper processes (threads.workers() - 1 of them; one torch thread each), so
+# both cores answer (issue 11). Each helper runs the same classify call on the same run store; the store's leases
+# (RunStore.shared_batches) split the clips between them and the calling process, which ends with every answer.
+# Helpers persist for the life of the calling process (a notebook kernel, a CLI run) and keep their last model
+# loaded (load_backend), so only the first call pays their start. Python threads cannot share a Qwen-VL model
+# (it keeps per-call rope state on the module), hence processes. A helper that fails loses nothing: its leases
+# end and the calling process computes those clips itself.
+#: Fewest answers still to compute for which a call starts helpers (below it, a helper's start costs more).
+PARALLEL_MIN_ITEMS = 96
+_HELPERS: dict = {}
+
+
+def _helper_spec(backend) -> dict | None:
+    """A spec from which a helper process loads the same model (same fingerprint), or None when the model is not
+    a CPU model that can be loaded again (GPU, remote API, in-memory objects)."""
+    spec = getattr(backend, "spec", None)
+    if not isinstance(spec, dict) or spec.get("backend") not in ("hf", "vision") or not spec.get("model"):
+        return None
+    if spec.get("backend") == "hf" and getattr(backend, "path", None) is None:
+        return None
+    dev = getattr(backend, "device", None)
+    if dev is not None and getattr(dev, "type", str(dev)) != "cpu":
+        return None
+    return {k: v for k, v in spec.items() if k != "name"}
+
+
+def _helper_init() -> None:
+    import os
+
+    os.environ.pop(ANSWER_LOG_ENV, None)       # the calling process accounts for every answer
+    os.environ["EMOPROBE_WORKERS"] = "1"        # a helper starts no helpers of its own
+    from emoprobe import threads
+
+    threads.configure()
+
+
+def _helper_classify(spec: dict, records: list[dict], kwargs: dict) -> list[str]:
+    """Run in a helper process: the same classify call; returns the keys this helper computed."""
+    df = classify(spec, pd.DataFrame(records), progress=False, **kwargs)
+    return df.loc[~df["cached"].astype(bool), "key"].tolist()
+
+
+def _helper_pool(n: int):
+    ex = _HELPERS.get("pool")
+    if ex is None or _HELPERS.get("n") != n:
+        shutdown_helpers()
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_helper_init)
+        _HELPERS.update(pool=ex, n=n)
+    return ex
+
+
+def shutdown_helpers() -> None:
+    """Stop the helper processes (they start again when a long CPU run needs them)."""
+    ex = _HELPERS.pop("pool", None)
+    _HELPERS.pop("n", None)
+    if ex is not None:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_helpers(backend, st: _store.RunStore, items: list, manifest: pd.DataFrame, kwargs: dict,
+                   retry_failed: bool) -> list:
+    from emoprobe import threads
+
+    n = threads.workers() - 1
+    spec = _helper_spec(backend) if n >= 1 else None
+    if spec is None or getattr(st, "path", None) is None:
+        return []
+    stored = st.get(it.key for it in items)
+    todo = sum(1 for it in items if it.error is None and (it.key not in stored or (
+        retry_failed and stored[it.key]["status"] == "failed")))
+    if todo < PARALLEL_MIN_ITEMS:
+        return []
+    records = manifest.to_dict("records")
+    kw = {**kwargs, "store": str(st.path), "retry_failed": retry_failed}
+    import sys
+    import types
+
+    # A spawned process re-imports the caller's __main__ unless told otherwise: a script without a
+    # `if __name__ == "__main__"` guard would run again inside every helper. Helpers need nothing from __main__,
+    # so they start (the pool starts them at submit) while __main__ is an empty module.
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        ex = _helper_pool(n)
+        return [ex.submit(_helper_classify, spec, records, kw) for _ in range(n)]
+    except Exception as e:  # noqa: BLE001 - helpers are an optimisation: the calling process does the work
+        log.warning("cannot start helper processes (%s); computing in this process only", _first_line(e))
+        shutdown_helpers()
+        return []
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _join_helpers(futures: list, rows: dict[str, dict]) -> None:
+    """Wait for the helpers of this call; answers they computed count as computed in this call, not cached."""
+    for f in futures:
+        try:
+            keys = f.result()
+        except Exception as e:  # noqa: BLE001 - their leases ended; the calling process answered those clips
+            log.warning("a helper process failed (%s); its clips were answered by this process", _first_line(e))
+            shutdown_helpers()
+            continue
+        for k in keys:
+            if k in rows:
+                rows[k]["cached"] = False
+
+
 # ------------------------------------------------------------------------------------------------ classify
 def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transform: str = "none",
              prompt: str = "paper", seed: int = 0, shuffle_seed: int | None = None, store=None,
@@ -521,7 +634,11 @@ def classify(model, manifest: pd.DataFrame, sampling: dict | None = None, transf
                            order=_order(row)))
 
     eng = _Engine(backend, st, run, meta, batch_size, progress, display, retry_failed, labs, seed)
+    helpers = _start_helpers(backend, st, items, manifest, dict(
+        sampling=sampling, transform=transform, prompt=prompt, seed=seed, shuffle_seed=shuffle_seed,
+        batch_size=batch_size, score=score, labels=labs, run_name=run), retry_failed)
     rows = eng.execute(items, lambda reqs: backend.classify(reqs, score=score))
+    _join_helpers(helpers, rows)
     return _summarise(_frame(items, rows), st, run, f"classify {display}")
 
 

@@ -18,6 +18,7 @@ import os
 
 ENV = "EMOPROBE_THREADS"
 DEFAULT = 1
+WORKERS_ENV = "EMOPROBE_WORKERS"
 
 
 def default() -> int:
@@ -50,3 +51,20 @@ def configure(n: int | None = None) -> int:
     except RuntimeError:  # only settable before the first inter-op parallel work of the process
         pass
     return torch.get_num_threads()
+
+
+def workers() -> int:
+    """Processes a long CPU run may use (the calling one included): ``$EMOPROBE_WORKERS`` if set, else the number
+    of cores, at most 2. :func:`emoprobe.run.classify` starts ``workers() - 1`` helper processes (one torch thread
+    each) for runs with many answers still to compute on a CPU model; they share the work through run-store
+    leases. 1 turns helpers off (the test suite does)."""
+    v = os.environ.get(WORKERS_ENV, "").strip()
+    if v:
+        try:
+            n = int(v)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV}={v!r} is not an integer number of processes") from None
+        if n < 1:
+            raise ValueError(f"{WORKERS_ENV}={v!r}: the number of processes must be >= 1")
+        return n
+    return max(1, min(2, os.cpu_count() or 1))
