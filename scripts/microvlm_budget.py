@@ -96,7 +96,10 @@ def run(a) -> int:
 
 
 def stage0(a) -> int:
-    """Stage 0 alone, as the recipe runs it (same build, seed, clips, batches), with another step count."""
+    """Stage 0 alone, as the recipe runs it (same build, seed, clips, batches, through ``train._stage0``, so the
+    tower lands in the recipe's stage-0 cache and a later ``python -m emoprobe.train`` with the same step count
+    reuses it), with another step count. Then the selection metric: held-out within-clip R^2 of a ridge readout
+    from the merged tokens to the landmark / AU motion (fitted on the pool, scored on the validation slice)."""
     import tempfile
 
     import torch
@@ -105,7 +108,7 @@ def stage0(a) -> int:
     from emoprobe import train as T
 
     torch.set_num_threads(a.threads)
-    train_df, _ = T.splits(a.seed)
+    train_df, val = T.splits(a.seed)
     pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
     gt = T._GT()
     with tempfile.TemporaryDirectory() as d:
@@ -114,11 +117,20 @@ def stage0(a) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = T._CsvLog(out.with_suffix(".csv"))
-    T.pretrain_vision_tower(model, processor, data, a.steps, a.device, a.workers, log, "stage0", time.time(),
-                            clips=train_df)
+    t0 = time.time()
+    T._stage0(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0, train_df)
     log.close()
+    wall = time.time() - t0
     save_file({k: v.detach().cpu().contiguous() for k, v in model.model.visual.state_dict().items()}, str(out))
-    print(f"stage 0 ({a.steps} steps) -> {out} (+ {out.with_suffix('.csv').name})")
+    model.to("cpu").eval()
+    r2 = T.stage0_readout_r2(model, processor, val, gt, fit=pool)
+    info = {"tower": out.name, "steps": a.steps, "wall_s": round(wall, 1), "threads": a.threads,
+            "heldout_within_clip_r2": {k: round(v, 3) for k, v in r2.items()},
+            "readout": "ridge from merged tokens (count:8, centred per clip) fitted on the pool, scored on the "
+                       "validation slice"}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info))
+    print(f"stage 0 ({a.steps} steps) -> {out} (+ {out.with_suffix('.csv').name}, {out.with_suffix('.json').name})")
     return 0
 
 

@@ -291,3 +291,51 @@ def test_two_chains_order_and_failures(monkeypatch):
     assert train.main(["--all", "--jobs", "2", "--seed", "3"]) == 1
     assert sorted(calls) == ["microvlm", "microvlm-lora", "vision3d"]          # uniform skipped after the failure
     assert calls.index("microvlm") < calls.index("microvlm-lora")
+
+
+def test_stage0_motion_loss_ignores_each_clips_constant_offset():
+    """Stage 0 asks for within-clip motion: a per-clip constant (identity, pose) in the landmark targets changes
+    neither motion term; the absolute-AU term does see a constant AU offset."""
+    g = torch.Generator().manual_seed(0)
+    n_lm, d = 4, 6
+    norm = {"mean": np.zeros(d, np.float32), "std": np.ones(d, np.float32), "within": np.full(d, 0.5, np.float32)}
+    tgt = torch.randn(7, d, generator=g)
+    pred = torch.randn(7, d, generator=g)
+    counts = [3, 4]
+    base = train._motion_loss(pred, tgt, counts, norm, n_lm)
+    shift = torch.zeros(7, d)
+    shift[:3, :n_lm] += 5.0                      # clip 1: a constant landmark offset
+    shift[3:, :n_lm] -= 2.0
+    moved = train._motion_loss(pred, tgt + shift, counts, norm, n_lm)
+    assert moved[1].item() == pytest.approx(base[1].item(), rel=1e-5)
+    assert moved[2].item() == pytest.approx(base[2].item(), rel=1e-5)
+    shift_au = torch.zeros(7, d)
+    shift_au[:3, n_lm:] += 1.0
+    au = train._motion_loss(pred, tgt + shift_au, counts, norm, n_lm)
+    assert au[2].item() == pytest.approx(base[2].item(), rel=1e-5) and au[3].item() != pytest.approx(base[3].item())
+    # perfect motion prediction (up to a per-clip constant) gives zero motion loss
+    perfect = train._motion_loss((tgt + shift) / 0.5, tgt, counts, norm, n_lm)
+    assert perfect[1].item() < 1e-10 and perfect[2].item() < 1e-10
+
+
+def test_msce_layout_examples_train_only_the_label(tiny_vlm, tiny_df):
+    """Stage 2's MSCE-layout examples go through the HF backend's own input builder (keyframes as images with
+    the motion texts between them); only the label + end of turn are trained; video-layout examples are batched
+    apart."""
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    data = train._MicroData(tiny_df, tiny_df, train._GT(), 0, captions.word_probs(MAFW, "uniform"))
+    e = data.msce_example(train._rng(0, "t"))
+    assert e.task == "msce" and len(e.context) == len(e.frames) - 1 and e.answer in MAFW
+    b = train.make_batch(proc, [e])
+    assert "pixel_values" in b and "pixel_values_videos" not in b
+    text = proc.tokenizer.decode(b["input_ids"][0])
+    assert "Motion: " + e.context[0] in text and "Frame 2: " in text
+    assert proc.tokenizer.decode(b["input_ids"][0][b["labels"][0] != -100]).startswith(e.answer)
+    fr, t = train._frames_for(tiny_df["path"].iloc[0], ("count", 4))
+    v = train.Example(fr, t, prompts.render("paper", MAFW), tiny_df["label"].iloc[0])
+    bs = train.make_batches(proc, [v, e, v])
+    assert [x["n_examples"] for x in bs] == [2, 1]
+    with pytest.raises(train.TrainError):
+        train.make_batch(proc, [v, e])

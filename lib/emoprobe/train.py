@@ -20,20 +20,27 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   re-initialised and re-trained with a class-balanced sampler (class uniformly, then a clip of that class).
 * **microvlm**: a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
   vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 0,
-  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; here a face-alignment
-  encoder; no words, no labels): on every non-validation train clip, the vision tower regresses, per temporal
+  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; here a facial-motion
+  encoder; no words, no labels): on every non-validation train clip, the vision tower predicts, per temporal
   patch, the ground-truth positions of the 26 facial landmarks and the action-unit intensities of the frames it
   covers, through a temporary linear head on the grid of merged tokens (:func:`pretrain_vision_tower`,
-  :data:`VISION_TOWER_STEPS`). The Qwen vision tower attends only within a temporal patch, so comparing frames
+  :data:`VISION_TOWER_STEPS`). The loss (:func:`_motion_loss`) is on predictions and targets both centred over
+  the clip's temporal patches and scaled by the within-clip spread (identity and pose cancel; within-clip motion
+  remains), landmark and AU columns weighted :data:`S0_W_LANDMARK` / :data:`S0_W_AU`, plus a small absolute-AU
+  term (:data:`S0_W_AU_ABS`). Towers are compared by the held-out within-clip R^2 of a readout from the tokens
+  (:func:`stage0_readout_r2`) and by ``scripts/microvlm_budget.py probe``, never by total landmark error. The Qwen vision tower attends only within a temporal patch, so comparing frames
   is left to the language model, as in Qwen2.5-VL. Stage 0 has no words, so both word modes share it
   (:func:`_stage0` computes it once and reuses it). From stage 1 on the tower is frozen except its merger
   (:data:`FREEZE_VISION`). Stage 1,
   pretraining: a class-balanced pool (:data:`POOL_PER_CLASS` clips per class of the train split) paired with
   captions (:func:`emoprobe.captions.caption`) whose emotion word appears with ``word_probs(mode="lexical")``;
-  LM loss on the caption tokens only. Stage 2, instruction tuning on a small mixed set fixed a priori:
-  classification with ``prompts.render("paper", MAFW)`` on :data:`CLS_PER_CLASS` clips per class (answer = the
-  label), motion description of MSCE gap groups (``sampling.keyframes_gaps(key_fps=1, m=4)``, target =
-  ``captions.motion_summary`` of that gap) and captions (so captioning is not forgotten), mixed
+  LM loss on the caption tokens only. Stage 2, instruction tuning on a mixed set fixed a priori:
+  classification with ``prompts.render("paper", MAFW)`` on every non-validation train clip, drawn class-balanced
+  (:data:`CLS_PER_CLASS` = None; answer = the label); the same classification in MSCE's stage-2 layout
+  (keyframes at 1 fps interleaved with the ground-truth motion summary of each gap, ``prompts.render("msce")``,
+  built by ``hf.HFBackend._prepare``, the builder ``run.msce`` uses at inference; only the format is trained,
+  never an MSCE-vs-baseline contrast); motion description of MSCE gap groups (``sampling.keyframes_gaps(key_fps=1,
+  m=4)``, target = ``captions.motion_summary`` of that gap) and captions (so captioning is not forgotten), mixed
   :data:`INSTRUCT_MIX`. Frames per example: one of :data:`FRAME_MENU` (by count or a fixed fps), at most 16.
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
@@ -92,16 +99,17 @@ MICRO_TEXT = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, n
 MICRO_VISION = dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384)
 IMAGE_SIZE = 112
 POOL_PER_CLASS = 60        # class-balanced pretraining pool (660 clips)
-CLS_PER_CLASS = 60         # classification instruction examples per class (660 clips: the whole pool)
-VISION_TOWER_STEPS = 1500  # stage 0 (landmark + AU regression on every non-validation train clip)
+CLS_PER_CLASS = None       # classification (and MSCE-layout) examples: None = every non-validation train clip,
+                           # drawn class-balanced (a class uniformly, then one of its clips)
+VISION_TOWER_STEPS = 1500  # stage 0 (landmark + AU motion regression on every non-validation train clip)
 VISION_TOWER_LR = 1e-3
 FREEZE_VISION = True       # stages 1-2 train the merger (projector) and the language model, as LLaVA-style recipes do
-PRETRAIN_STEPS = 1200
-INSTRUCT_STEPS = 1500
+PRETRAIN_STEPS = 800       # reduced from 1200 for the 2-core CPU budget (issue 12), fixed before any result
+INSTRUCT_STEPS = 1200      # reduced from 1500 for the same reason
 MICRO_BATCH = 8
 MICRO_LR = 1.5e-3
 INSTRUCT_LR = 1e-3
-INSTRUCT_MIX = {"classify": 0.5, "motion": 0.375, "caption": 0.125}
+INSTRUCT_MIX = {"classify": 0.4, "msce": 0.15, "motion": 0.35, "caption": 0.1}
 FRAME_MENU = (("count", 4), ("count", 8), ("count", 16), ("fps", 2.0), ("fps", 4.0))
 MAX_FRAMES = 16
 CAPTION_PROMPT = "Describe the video."
@@ -463,6 +471,7 @@ class Example:
     prompt: str
     answer: str
     task: str = ""
+    context: list | None = None   # MSCE layout: one motion text per gap (frames are the keyframes)
 
 
 def _encode_left(processor, texts: list[str], examples: list[Example]):
@@ -478,12 +487,47 @@ def _encode_left(processor, texts: list[str], examples: list[Example]):
         tok.padding_side = old_side
 
 
+def _msce_inputs(processor, examples: list[Example], add_text: list[str]):
+    """Processor inputs of MSCE-layout examples, built by the HF backend's own builder (``HFBackend._prepare``,
+    the one ``run.msce`` goes through at inference), with ``add_text`` appended after the assistant header."""
+    from . import hf
+
+    b = hf.HFBackend.__new__(hf.HFBackend)     # only the input builder is used: no model is needed
+    b.spec, b.processor, b.tokenizer = dict(hf.DEFAULTS), processor, processor.tokenizer
+    old_side = processor.tokenizer.padding_side
+    processor.tokenizer.padding_side = "left"
+    try:
+        inputs, _, _ = b._prepare([(e.frames, e.t, e.prompt, list(e.context)) for e in examples], add_text=add_text)
+    finally:
+        processor.tokenizer.padding_side = old_side
+    return inputs
+
+
+def make_batches(processor, examples: list[Example]) -> list[dict]:
+    """:func:`make_batch` per layout: the video examples in one batch, the MSCE-layout ones (``context`` set) in
+    another (a processor call takes one layout). Each batch carries ``n_examples``."""
+    out = []
+    for group in ([e for e in examples if e.context is None], [e for e in examples if e.context is not None]):
+        if group:
+            b = make_batch(processor, group)
+            b["n_examples"] = len(group)
+            out.append(b)
+    return out
+
+
 def make_batch(processor, examples: list[Example]) -> dict:
-    """Tokenised batch (left padded) with ``labels`` = -100 except the answer tokens and the end-of-turn token."""
+    """Tokenised batch (left padded) with ``labels`` = -100 except the answer tokens and the end-of-turn token.
+    All examples in the video layout, or all in the MSCE layout (``context`` set)."""
     tok = processor.tokenizer
     eot = tok.eos_token or "<|im_end|>"
-    texts = [chat_prompt(processor, e.prompt) + e.answer + eot for e in examples]
-    enc = _encode_left(processor, texts, examples)
+    msce = [e.context is not None for e in examples]
+    if any(msce):
+        if not all(msce):
+            raise TrainError("make_batch: video-layout and MSCE-layout examples cannot share a batch")
+        enc = _msce_inputs(processor, examples, [e.answer + eot for e in examples])
+    else:
+        texts = [chat_prompt(processor, e.prompt) + e.answer + eot for e in examples]
+        enc = _encode_left(processor, texts, examples)
     ids = enc["input_ids"]
     labels = torch.full_like(ids, -100)
     for i, e in enumerate(examples):
@@ -551,7 +595,17 @@ class _MicroData:
         self.pool, self.cls_set, self.gt, self.seed, self.word_p = pool, cls_set, gt, seed, word_p
         self.mix = dict(INSTRUCT_MIX if mix is None else mix)
         self.cls_prompt = prompts.render("paper", LABELS)
+        self.msce_prompt = prompts.render("msce", LABELS)
         self._gaps = {}
+        self._by_class = [np.flatnonzero(cls_set["label"].to_numpy() == c) for c in LABELS]
+        empty = [c for c, b in zip(LABELS, self._by_class) if len(b) == 0]
+        if empty:
+            raise TrainError(f"classification set has no clips of {empty}")
+
+    def _balanced_row(self, rng):
+        """A class uniformly, then one of its clips (class-balanced draws from the classification set)."""
+        idx = self._by_class[int(rng.integers(len(LABELS)))]
+        return self.cls_set.iloc[int(idx[int(rng.integers(len(idx)))])]
 
     def _row(self, df, rng):
         return df.iloc[int(rng.integers(len(df)))]
@@ -566,7 +620,7 @@ class _MicroData:
         return Example(fr, t, CAPTION_PROMPT, text, "caption")
 
     def classify_example(self, rng) -> Example:
-        row = self._row(self.cls_set, rng)
+        row = self._balanced_row(rng)
         choice = FRAME_MENU[int(rng.integers(len(FRAME_MENU)))]
         fr, t = _frames_for(row["path"], choice)
         return Example(fr, t, self.cls_prompt, row["label"], "classify")
@@ -584,6 +638,19 @@ class _MicroData:
         text = captions.motion_summary(self.gt(row), float(kt[j]), float(kt[j + 1]))
         return Example(fr, t, prompts.DESCRIBE["motion"], text, "motion")
 
+    def msce_example(self, rng) -> Example:
+        """Classification in MSCE's stage-2 layout (``run.msce``: keyframes at 1 fps interleaved with one motion
+        text per gap, the ``msce`` prompt), the texts being ground-truth motion summaries of the gaps; answer =
+        the label. Trains the format only (no contrast with the plain layout). ``Example.t`` holds the
+        keyframes' times and ``Example.context`` the texts."""
+        from . import captions, sampling
+
+        row = self._balanced_row(rng)
+        keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
+        g = self.gt(row)
+        ctx = [captions.motion_summary(g, float(keys.t[j]), float(keys.t[j + 1])) for j in range(len(gaps))]
+        return Example(keys.frames, keys.t, self.msce_prompt, row["label"], "msce", context=ctx)
+
     def batch(self, stage: str, step: int, size: int) -> list[Example]:
         out = []
         for slot in range(size):
@@ -592,9 +659,12 @@ class _MicroData:
                 out.append(self.caption_example(rng))
             else:
                 u = rng.random()
-                if u < self.mix["classify"]:
+                edges = np.cumsum([self.mix.get(k, 0.0) for k in ("classify", "msce", "motion")])
+                if u < edges[0]:
                     out.append(self.classify_example(rng))
-                elif u < self.mix["classify"] + self.mix["motion"]:
+                elif u < edges[1]:
+                    out.append(self.msce_example(rng))
+                elif u < edges[2]:
                     out.append(self.motion_example(rng))
                 else:
                     out.append(self.caption_example(rng))
@@ -602,13 +672,13 @@ class _MicroData:
 
 
 class _VisionBatches(torch.utils.data.Dataset):
-    """Stage 0 batches: processed video pixels + per-temporal-patch targets: the 26 facial landmarks (x, y) and
-    the action-unit intensities of the frames each temporal patch covers, averaged over its frames (odd frame
-    counts are padded with the last frame, as the processor does) and standardised with ``norm`` (mean, std)."""
+    """Stage 0 batches: processed video pixels + per-temporal-patch targets: the 26 facial landmarks (x, y, as
+    fractions of the frame side) and the action-unit intensities of the frames each temporal patch covers,
+    averaged over its frames (odd frame counts are padded with the last frame, as the processor does). Raw
+    values; :func:`_motion_loss` centres and scales them. ``norm`` is unused (kept for the call signature)."""
 
-    def __init__(self, processor, data: "_MicroData", clips: pd.DataFrame, steps: int, size: int, norm):
+    def __init__(self, processor, data: "_MicroData", clips: pd.DataFrame, steps: int, size: int, norm=None):
         self.processor, self.data, self.clips, self.steps, self.size = processor, data, clips, steps, size
-        self.norm = norm
 
     def __len__(self):
         return self.steps
@@ -624,17 +694,21 @@ class _VisionBatches(torch.utils.data.Dataset):
             strategy, v = FRAME_MENU[int(rng.integers(len(FRAME_MENU)))]
             kw = {"count": int(v)} if strategy == "count" else {"fps": float(v)}
             fr = sampling.sample(row["path"], strategy=strategy, max_frames=MAX_FRAMES, **kw)
-            y = vision_targets(self.data.gt(row), float(row["size"]))
-            y = y[np.minimum(fr.indices, len(y) - 1)]
-            pad = (-len(y)) % tps
-            if pad:
-                y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
             vids.append(fr.frames)
-            y = (y.reshape(-1, tps, y.shape[1]).mean(1) - self.norm[0]) / self.norm[1]
-            tgts.append(torch.from_numpy(y.astype(np.float32)))
+            tgts.append(torch.from_numpy(_patch_targets(self.data.gt(row), float(row["size"]), fr.indices, tps)))
         enc = self.processor.video_processor(videos=vids, return_tensors="pt")
         return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"],
                 "targets": torch.cat(tgts)}
+
+
+def _patch_targets(gt: dict, size: float, indices, tps: int) -> np.ndarray:
+    """(temporal patches, targets) float32: :func:`vision_targets` of the sampled frames, averaged per patch."""
+    y = vision_targets(gt, size)
+    y = y[np.minimum(np.asarray(indices), len(y) - 1)]
+    pad = (-len(y)) % tps
+    if pad:
+        y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
+    return y.reshape(-1, tps, y.shape[1]).mean(1).astype(np.float32)
 
 
 def vision_targets(gt: dict, size: float) -> np.ndarray:
@@ -644,18 +718,105 @@ def vision_targets(gt: dict, size: float) -> np.ndarray:
     return np.concatenate([lm.reshape(len(lm), -1) / size, np.asarray(gt["au"], np.float32)], 1)
 
 
-def _target_norm(data: "_MicroData", clips: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    ys = np.concatenate([vision_targets(data.gt(r), float(r["size"])) for _, r in clips.iterrows()])
-    return ys.mean(0).astype(np.float32), (ys.std(0) + 1e-3).astype(np.float32)
+# Stage-0 loss (motion-centred): weights of its three terms. The landmark and AU motion terms are each the mean
+# over their columns, so the 19 AU columns weigh as much as the 52 landmark columns together; the absolute-AU
+# term keeps expression intensity itself (AUs are ~0 on a neutral face) at a quarter weight.
+S0_W_LANDMARK, S0_W_AU, S0_W_AU_ABS = 1.0, 1.0, 0.25
+
+
+def _target_norm(data: "_MicroData", clips: pd.DataFrame) -> dict:
+    """Scales of the stage-0 targets over ``clips`` (every frame): ``within``: the pooled within-clip standard
+    deviation of each column (motion), floored at 2% of the column's overall deviation; ``mean``/``std``: the
+    overall mean and standard deviation (used by the absolute-AU term)."""
+    dev, allv = [], []
+    for _, r in clips.iterrows():
+        y = vision_targets(data.gt(r), float(r["size"]))
+        allv.append(y)
+        dev.append(y - y.mean(0, keepdims=True))
+    ys, ds = np.concatenate(allv), np.concatenate(dev)
+    std = ys.std(0) + 1e-4
+    within = np.maximum(np.sqrt((ds ** 2).mean(0)), 0.02 * std) + 1e-4
+    return {"mean": ys.mean(0).astype(np.float32), "std": std.astype(np.float32),
+            "within": within.astype(np.float32)}
+
+
+def _centre(x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Subtract each clip's mean over its temporal patches (rows of ``x`` grouped by ``counts``)."""
+    return torch.cat([c - c.mean(0, keepdim=True) for c in torch.split(x, counts)])
+
+
+def _motion_loss(pred: torch.Tensor, tgt: torch.Tensor, counts: list[int], norm: dict, n_lm: int):
+    """Stage-0 loss: predictions and targets are both centred over each clip's temporal patches (identity and
+    pose cancel; within-clip motion remains) and divided by the within-clip spread; landmark and AU columns are
+    averaged separately and weighted :data:`S0_W_LANDMARK` / :data:`S0_W_AU`; plus :data:`S0_W_AU_ABS` x the
+    standardised MSE of the absolute AU intensities. Returns (loss, landmark-motion MSE, AU-motion MSE, abs-AU MSE)."""
+    w = torch.as_tensor(norm["within"], device=pred.device)
+    m = torch.as_tensor(norm["mean"], device=pred.device)
+    s = torch.as_tensor(norm["std"], device=pred.device)
+    e = (_centre(pred, counts) - _centre((tgt - m) / w, counts)) ** 2
+    lm, au = e[:, :n_lm].mean(), e[:, n_lm:].mean()
+    # the absolute term reads the same head output, rescaled from within-clip to overall units
+    pa = pred[:, n_lm:] * (w[n_lm:] / s[n_lm:])
+    ab = ((pa - (tgt[:, n_lm:] - m[n_lm:]) / s[n_lm:]) ** 2).mean()
+    return S0_W_LANDMARK * lm + S0_W_AU * au + S0_W_AU_ABS * ab, lm, au, ab
+
+
+def _within_r2(pred: np.ndarray, tgt: np.ndarray, counts: list[int], n_lm: int) -> dict:
+    """Held-out within-clip R^2 (both centred per clip), pooled over the landmark and over the AU columns."""
+    cp = np.concatenate([c - c.mean(0) for c in np.split(pred, np.cumsum(counts)[:-1])])
+    ct = np.concatenate([c - c.mean(0) for c in np.split(tgt, np.cumsum(counts)[:-1])])
+    out = {}
+    for k, sl in (("landmark", slice(0, n_lm)), ("au", slice(n_lm, None))):
+        out[k] = float(1 - ((cp[:, sl] - ct[:, sl]) ** 2).sum() / max((ct[:, sl] ** 2).sum(), 1e-12))
+    return out
+
+
+def stage0_readout_r2(model, processor, clips: pd.DataFrame, gt: "_GT", choice=("count", 8), fit: pd.DataFrame | None = None,
+                      ridge: float = 1.0) -> dict:
+    """Held-out within-clip R^2 of a ridge readout from the merged tokens (flattened per temporal patch, centred
+    per clip) to the centred landmark/AU targets: fitted on ``fit`` clips, scored on ``clips`` (never the test
+    split). Tells how much within-clip motion the tokens the language model receives hold (the stage-0 selection
+    metric, with ``scripts/microvlm_budget.py probe``)."""
+    tps = int(processor.video_processor.temporal_patch_size)
+
+    def feats(df):
+        from . import sampling
+
+        kw = {"count": int(choice[1])} if choice[0] == "count" else {"fps": float(choice[1])}
+        X, Y, cnt = [], [], []
+        for i in range(0, len(df), 16):
+            rows = df.iloc[i:i + 16]
+            frs = [sampling.sample(r["path"], strategy=choice[0], max_frames=MAX_FRAMES, **kw)
+                   for _, r in rows.iterrows()]
+            enc = processor.video_processor(videos=[f.frames for f in frs], return_tensors="pt")
+            with torch.no_grad():
+                o = model.model.get_video_features(enc["pixel_values_videos"], enc["video_grid_thw"]).pooler_output
+            for (_, r), fr, t, thw in zip(rows.iterrows(), frs, o, enc["video_grid_thw"].tolist()):
+                x = t.reshape(thw[0], -1).numpy()
+                y = _patch_targets(gt(r), float(r["size"]), fr.indices, tps)
+                X.append(x - x.mean(0))
+                Y.append(y - y.mean(0))
+                cnt.append(len(x))
+        return np.concatenate(X), np.concatenate(Y), cnt
+
+    Xf, Yf, _ = feats(fit)
+    Xh, Yh, ch = feats(clips)
+    sd = Yf.std(0) + 1e-6
+    A = Xf.T @ Xf + ridge * len(Xf) * np.eye(Xf.shape[1]) * np.mean(np.diag(Xf.T @ Xf)) / len(Xf)
+    W = np.linalg.solve(A, Xf.T @ (Yf / sd))
+    n_lm = int(np.asarray(gt(clips.iloc[0])["landmarks"]).shape[1]) * 2
+    return _within_r2((Xh @ W) * sd, Yh, ch, n_lm)
 
 
 def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, device: str, workers: int, log,
                           name: str, t_start: float, clips: pd.DataFrame | None = None) -> None:
-    """Stage 0 (the analogue of a VLM's separately pretrained vision encoder; here a face-alignment encoder): the
-    Qwen vision tower (+ merger) learns to regress, for each temporal patch, the 26 facial landmarks and the
-    action-unit intensities of the frames it covers (SynthFER ground truth; no emotion labels, no words) through
-    a temporary linear head on the grid of merged tokens (the head is discarded). ``clips``: the clips drawn
-    from (default: the pretraining pool)."""
+    """Stage 0 (the analogue of a VLM's separately pretrained vision encoder; here a facial-motion encoder): the
+    Qwen vision tower (+ merger) learns, for each temporal patch, the 26 facial landmarks and the action-unit
+    intensities of the frames it covers (SynthFER ground truth; no emotion labels, no words) through a
+    temporary linear head on the grid of merged tokens (the head is discarded). The loss
+    (:func:`_motion_loss`) is taken on values centred over the clip's temporal patches and scaled by the
+    within-clip spread, so it asks for motion (what changes within the clip), not for identity and pose; plus a
+    small absolute-AU term. ``clips``: the clips drawn from (default: the pretraining pool)."""
     visual = model.model.visual
     clips = data.pool if clips is None else clips
     norm = _target_norm(data, clips)
@@ -663,10 +824,10 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
     merge = vc.spatial_merge_size ** 2
     side = int(processor.video_processor.size["longest_edge"] ** 0.5) // vc.patch_size   # patches per side
     n_tok = side * side // merge
-    head = torch.nn.Linear(n_tok * vc.out_hidden_size, len(norm[0])).to(device)
+    head = torch.nn.Linear(n_tok * vc.out_hidden_size, len(norm["mean"])).to(device)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=VISION_TOWER_LR, weight_decay=0.01)
-    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, clips, steps, MICRO_BATCH, norm),
+    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, clips, steps, MICRO_BATCH),
                                          batch_size=None, shuffle=False, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
     run = []
@@ -677,30 +838,30 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
             g["lr"] = lr
         visual.train()
         out = model.model.get_video_features(b["pixel_values_videos"].to(device), b["video_grid_thw"].to(device))
-        feats = []
+        feats, counts = [], []
         for toks, thw in zip(out.pooler_output, b["video_grid_thw"].tolist()):
             if (thw[1] * thw[2]) // merge != n_tok:
                 raise TrainError(f"{name}: stage 0 expects {n_tok} merged tokens per temporal patch, got "
                                  f"{(thw[1] * thw[2]) // merge} (square frames filling the processor's pixel budget are expected)")
             feats.append(toks.reshape(thw[0], -1))
+            counts.append(int(thw[0]))
         pred = head(torch.cat(feats))
         tgt = b["targets"].to(device)
-        loss = F.mse_loss(pred, tgt)
+        loss, l_lm, l_au, l_ab = _motion_loss(pred, tgt, counts, norm, n_lm)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         with torch.no_grad():
-            run.append((loss.item(), F.mse_loss(pred[:, :n_lm], tgt[:, :n_lm]).item(),
-                        F.mse_loss(pred[:, n_lm:], tgt[:, n_lm:]).item()))
+            # absolute landmark error in pixels of the centred (motion) part: the within-clip error
+            px = torch.sqrt(l_lm * torch.as_tensor(norm["within"][:n_lm] ** 2).mean()).item() * float(clips.iloc[0]["size"])
+            run.append((loss.item(), px, l_au.item(), l_ab.item()))
         if (step + 1) % 50 == 0 or step + 1 == steps:
             m = np.mean(run, 0)
-            # landmark RMSE in pixels: standardised error times the per-coordinate std, times the frame side
-            lm_px = float(np.sqrt(m[1] * np.mean(norm[1][:n_lm] ** 2)) * float(clips.iloc[0]["size"]))
             log.row(model=name, stage="vision", step=step + 1, loss=float(m[0]), lr=lr,
-                    elapsed_s=time.time() - t_start, landmark_rmse_px=lm_px, au_mse_std=float(m[2]))
-            _log(f"{name} vision-tower {step + 1}/{steps} loss {m[0]:.4f} (landmark RMSE ~{lm_px:.2f} px, "
-                 f"AU standardised MSE {m[2]:.3f})")
+                    elapsed_s=time.time() - t_start, landmark_rmse_px=float(m[1]), au_mse_std=float(m[2]))
+            _log(f"{name} vision-tower {step + 1}/{steps} loss {m[0]:.4f} (within-clip landmark RMSE ~{m[1]:.3f} px, "
+                 f"AU motion MSE {m[2]:.3f} / within-clip variance 1, absolute AU MSE {m[3]:.3f})")
             run = []
 
 
@@ -720,8 +881,10 @@ def _stage0(model, processor, data, steps, device, workers, log, name, t_start, 
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     h.update(json.dumps([list(clips["clip_id"]), int(steps), VISION_TOWER_LR, MICRO_BATCH, FRAME_MENU, MAX_FRAMES,
+                         S0_W_LANDMARK, S0_W_AU, S0_W_AU_ABS,
                          device, torch.get_num_threads(), data.seed]).encode())
-    for fn in (pretrain_vision_tower, _VisionBatches, vision_targets, _target_norm, _cosine, _rng):
+    for fn in (pretrain_vision_tower, _VisionBatches, _patch_targets, vision_targets, _target_norm, _centre,
+               _motion_loss, _cosine, _rng):
         h.update(inspect.getsource(fn).encode())
     path = paths.cache() / "train" / f"stage0_{h.hexdigest()[:16]}.safetensors"
     rows_path = path.with_suffix(".csv")
@@ -761,7 +924,7 @@ class _Batches(torch.utils.data.Dataset):
         return self.steps
 
     def __getitem__(self, step):
-        return make_batch(self.processor, self.data.batch(self.stage, int(step), self.size))
+        return make_batches(self.processor, self.data.batch(self.stage, int(step), self.size))
 
 
 def generate_answers(model, processor, examples: list[Example], max_new_tokens: int = 8) -> list[str]:
@@ -828,7 +991,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
         raise TrainError(f"{name}: word_p lacks labels {sorted(missing)}")
     t_start = time.time()
     pool = per_class(train_df, POOL_PER_CLASS, seed, "pool")
-    cls_set = per_class(pool, CLS_PER_CLASS, seed, "cls")
+    cls_set = train_df if CLS_PER_CLASS is None else per_class(train_df, CLS_PER_CLASS, seed, "cls")
     gt = _GT()
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -865,8 +1028,12 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
             for g in opt.param_groups:
                 g["lr"] = lr
             model.train()
-            batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
-            loss = model(**batch).loss
+            n_all = sum(b["n_examples"] for b in batch)
+            loss = 0.0
+            for b in batch:   # one forward per layout; the loss weighs each layout by its share of the examples
+                n = b.pop("n_examples")
+                b = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in b.items()}
+                loss = loss + model(**b).loss * (n / n_all)
             if not torch.isfinite(loss):
                 raise TrainError(f"{name}: non-finite loss at {stage} step {step}")
             opt.zero_grad()
@@ -895,6 +1062,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     meta = {"name": name, "mode": mode, "device": device, "word_probs": word_p, "n_params": n_params, "seed": seed,
             "vision_steps": vision_steps, "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
             "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
+            "instruct_mix": dict(data.mix),
             "freeze_vision": FREEZE_VISION,
             "threads": torch.get_num_threads()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=1, default=float) + "\n")
@@ -1032,7 +1200,8 @@ def _two_chains(a) -> int:
     import subprocess
     import threading
 
-    common = ["--seed", str(a.seed), "--steps-scale", str(a.steps_scale), "--threads", str(a.threads)]
+    common = ["--seed", str(a.seed), "--steps-scale", str(a.steps_scale), "--threads", str(a.threads),
+              "--workers", str(a.workers)]
     if a.out:
         common += ["--out", a.out]
     chains = [["microvlm", "microvlm-lora"], ["vision3d", "microvlm-uniform"]]
@@ -1065,6 +1234,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: data/models; with --steps-scale != 1: "
                                                 "data/cache/models-smoke)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it; default 1)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="MicroVLM: data-loader processes preparing batches (decoding, processor) beside the "
+                         "training process; the batches, hence the weights, are the same for any number")
     ap.add_argument("--jobs", type=int, default=1, choices=(1, 2),
                     help="with --all: 2 runs two chains side by side in separate processes (microvlm -> lora | "
                          "vision3d -> microvlm-uniform); each process uses --threads, so the weights are the "
@@ -1094,7 +1266,8 @@ def main(argv=None) -> int:
                                            vision_steps=_scaled(VISION_TOWER_STEPS, s),
                                            pretrain_steps=_scaled(PRETRAIN_STEPS, s),
                                            instruct_steps=_scaled(INSTRUCT_STEPS, s),
-                                           train_df=train_df, val_df=val_df, eval_every=max(1, _scaled(250, s)))
+                                           train_df=train_df, val_df=val_df, eval_every=max(1, _scaled(250, s)),
+                                           workers=a.workers)
     if "lora" in todo:
         base = out / "microvlm"
         if not (base / "config.json").exists():
@@ -1261,11 +1434,15 @@ def write_card(out_dir) -> Path:
               f"{MICRO_VISION}, BPE vocabulary {VOCAB} trained on a corpus identical for both word modes; "
               f"{meta.get('n_params', 0):,} parameters; frames at {IMAGE_SIZE} px",
               f"- stage 0, vision-tower pretraining ({meta.get('vision_steps')} steps, lr {VISION_TOWER_LR}, every "
-              "non-validation train clip, no labels, no words): regress the ground-truth positions of 26 facial "
-              "landmarks and the AU intensities per temporal patch from the grid of merged tokens (temporary "
-              "linear head, discarded); identical for both word modes (computed once, reused)"
-              + (f"; last logged landmark RMSE {s0['landmark_rmse_px']:.2f} px, standardised AU MSE "
-                 f"{s0['au_mse_std']:.3f} (train_log.csv)" if s0 is not None else ""),
+              "non-validation train clip, no labels, no words): from the grid of merged tokens of each temporal "
+              "patch (temporary linear head, discarded), predict the 26 facial landmarks and the AU intensities; "
+              "the loss is taken on predictions and targets both centred over the clip's patches and scaled by the "
+              "within-clip spread (motion, not identity or pose), AU and landmark columns weighted "
+              f"{S0_W_AU}:{S0_W_LANDMARK}, plus {S0_W_AU_ABS} x an absolute-AU term; identical for both word "
+              "modes (computed once, reused)"
+              + (f"; last logged within-clip landmark RMSE {s0['landmark_rmse_px']:.3f} px, AU motion MSE "
+                 f"{s0['au_mse_std']:.3f} in units of the within-clip variance (train_log.csv)"
+                 if s0 is not None else ""),
               "- stages 1-2: vision tower frozen except its merger (projector)"
               if meta.get("freeze_vision", FREEZE_VISION) else "- stages 1-2: every weight trained",
               f"- stage 1, pretraining ({meta.get('pretrain_steps')} steps, batch {MICRO_BATCH}, lr {MICRO_LR}): "
@@ -1274,9 +1451,11 @@ def write_card(out_dir) -> Path:
               f"- emotion-word probability ({meta.get('mode')}): "
               + ", ".join(f"{k} {v:.3f}" for k, v in wp.items()),
               f"- stage 2, instruction tuning ({meta.get('instruct_steps')} steps, lr {INSTRUCT_LR}): mix "
-              f"{INSTRUCT_MIX} of classification ({meta.get('cls_clips')} clips, {CLS_PER_CLASS}/class, paper "
-              "prompt), motion description of MSCE gap groups (4 frames, target = ground-truth motion summary) "
-              "and captions",
+              f"{meta.get('instruct_mix', INSTRUCT_MIX)} of classification (paper prompt; "
+              f"{meta.get('cls_clips')} train clips drawn class-balanced), the same classification in MSCE's "
+              "interleaved layout (keyframes at 1 fps + ground-truth motion summary of each gap, `msce` prompt, "
+              "built by the HF backend's own input builder), motion description of MSCE gap groups (4 frames, "
+              "target = ground-truth motion summary) and captions",
               f"- frames per example: one of {list(FRAME_MENU)} (at most {MAX_FRAMES})"]
     if wall and meta.get("device") == "cuda":
         L.append(f"- compute: one NVIDIA H100 (a lent device machine: the shared 2-core CPU here was too slow), "
