@@ -50,7 +50,26 @@ def configure(n: int | None = None) -> int:
             torch.set_num_interop_threads(1)
     except RuntimeError:  # only settable before the first inter-op parallel work of the process
         pass
+    _others(n)
     return torch.get_num_threads()
+
+
+def _others(n: int) -> None:
+    """The other thread pools a run uses: OpenCV's (visual prompts, optical flow) and the BLAS/OpenMP pools of
+    NumPy/SciPy/scikit-learn (bootstrap statistics, probes), through threadpoolctl."""
+    try:
+        import cv2
+
+        if cv2.getNumThreads() != n:
+            cv2.setNumThreads(n)
+    except ImportError:
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
+    except ImportError:
+        pass
 
 
 def workers() -> int:
