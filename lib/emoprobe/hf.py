@@ -193,11 +193,21 @@ class HFBackend(Backend):
             dtype = getattr(torch, s["dtype"]) if isinstance(s["dtype"], str) else s["dtype"]
         attn = "eager" if s["attention"] else s["attn_implementation"]
         common = dict(local_files_only=True, trust_remote_code=bool(s["trust_remote_code"]))
+        import logging as _logging
+
+        # Video-LLaVA's image processor exists only for the "pil" backend: the auto class, defaulting to torchvision,
+        # warns "Requested torchvision backend is not available" on stderr (into the book) while falling back, though
+        # nothing is wrong (found by the dress rehearsal, issue 14). Only that logger is quietened, while loading.
+        _auto = _logging.getLogger("transformers.models.auto.image_processing_auto")
+        _level = _auto.level
         try:
+            _auto.setLevel(_logging.ERROR)
             self.processor = AutoProcessor.from_pretrained(self.path, **common)
             config = AutoConfig.from_pretrained(self.path, **common)
         except Exception as e:  # noqa: BLE001
             raise ModelError(f"model {self.name!r}: cannot load processor/config: {type(e).__name__}: {e}") from e
+        finally:
+            _auto.setLevel(_level)
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
             raise ModelError(f"model {self.name!r}: processor {type(self.processor).__name__} has no tokenizer")
