@@ -151,3 +151,36 @@ def apply(run: pd.DataFrame, labels: Sequence[str], prior_=None, tau: float = 1.
     pm = out["parse_method"] if "parse_method" in out.columns else pd.Series("", index=out.index)
     out["parse_method"] = np.where(has, "scores", pm.astype(object).to_numpy())
     return out
+
+
+CONTENT_FREE = ("grey", "black", "white", "noise-0", "noise-1")
+
+
+def content_free_manifest(ref_path, label_set: str, fps: float = 25.0) -> pd.DataFrame:
+    """Content-free clips (Zhao et al.'s "N/A" for video) of the size and length of the clip at ``ref_path``:
+    a mid-grey, a black, a white and two uniform-noise clips (seeded), written once as lossless BMP frame
+    folders under ``paths.cache()/content_free/<w>x<h>-<n>/``. Returns a manifest (label None, split
+    "content-free") for ``run.classify(..., score=True)``; ``prior(score_matrix(run["scores"], labels))`` is
+    then the model's content-free prior."""
+    import cv2
+
+    from emoprobe import data, paths
+
+    info = data.probe(ref_path)
+    w, h = int(info["width"]), int(info["height"])
+    n = max(2, int(round(float(info["duration_s"]) * fps)))
+    base = paths.cache() / "content_free" / f"{w}x{h}-{n}"
+    rng = np.random.default_rng(0)
+    plain = {"grey": 128, "black": 0, "white": 255}
+    rows = []
+    for name in CONTENT_FREE:
+        folder = base / name
+        if not (folder / f"{n - 1:05d}.bmp").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = (np.full((h, w, 3), plain[name], np.uint8) if name in plain
+                       else rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                cv2.imwrite(str(folder / f"{i:05d}.bmp"), img)
+        rows.append({"clip_id": f"content-free-{name}", "path": str(folder), "label": None,
+                     "split": "content-free", "label_set": label_set})
+    return pd.DataFrame(rows)

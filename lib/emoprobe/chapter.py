@@ -237,9 +237,11 @@ def predict(models, manifest: pd.DataFrame, conditions: dict[str, dict], *, seed
     Each model is loaded once (``load(spec, device, **load_extra)``), every condition runs through
     ``run.classify`` (or ``run.msce`` for ``{"task": "msce"}``) with ``seed``, ``store``, ``progress=False``
     and the manifest's label set (or ``labels``), then the model is freed. Answers come from the run store
-    when present. ``kinds``: model -> "vlm" | "vision-only" (default: from each spec's backend)."""
+    when present. ``kinds``: model -> "vlm" | "vision-only" (default: from each spec's backend). A condition
+    with its own ``manifest`` key (e.g. content-free inputs for calibration) runs on those clips and lands in
+    ``Predictions.other[(model, condition)]``, not in the wide table."""
     specs = list(models.values()) if isinstance(models, dict) else list(models)
-    runs, timing, kind = {}, {}, {}
+    runs, other, timing, kind = {}, {}, {}, {}
     for spec in specs:
         name = display_name(spec)
         sdict = spec if isinstance(spec, dict) else (getattr(spec, "spec", {}) or {})
@@ -247,12 +249,16 @@ def predict(models, manifest: pd.DataFrame, conditions: dict[str, dict], *, seed
         t0 = time.perf_counter()
         backend = load(spec, device, **(load_extra or {}))
         for cond, kw in conditions.items():
-            runs[(name, cond)] = _call(backend, manifest, kw, seed, store, labels)
+            kw = dict(kw)
+            if "manifest" in kw:   # its own clips (e.g. content-free inputs): kept apart from the wide table
+                other[(name, cond)] = _call(backend, kw.pop("manifest"), kw, seed, store, labels)
+            else:
+                runs[(name, cond)] = _call(backend, manifest, kw, seed, store, labels)
         del backend
         free()
         timing[name] = time.perf_counter() - t0
     lab = labels if labels is not None else _labels_of(manifest)
-    return Predictions(runs, manifest, lab, n_boot=n_boot, seed=seed, kinds=kind, timing=timing)
+    return Predictions(runs, manifest, lab, n_boot=n_boot, seed=seed, kinds=kind, timing=timing, other=other)
 
 
 def _labels_of(manifest: pd.DataFrame) -> list[str]:
@@ -278,8 +284,10 @@ class Predictions:
     CARRY = ("order_dependent", "micro", "micro_onset_s", "micro_offset_s", "variant", "duration_s")
 
     def __init__(self, runs: dict, manifest: pd.DataFrame, labels: Sequence[str], *, n_boot: int = 1000,
-                 seed: int = 0, kinds: dict | None = None, timing: dict | None = None):
+                 seed: int = 0, kinds: dict | None = None, timing: dict | None = None, other: dict | None = None):
         self.runs = dict(runs)
+        self.other = dict(other or {})
+        self.manifest = manifest
         self.labels = list(labels)
         self.k = len(self.labels)
         self.n_boot, self.seed = int(n_boot), int(seed)
@@ -331,6 +339,18 @@ class Predictions:
         return Predictions(runs, self.wide[mask], self.labels, n_boot=self.n_boot, seed=self.seed,
                            kinds=self.kinds, timing=self.timing)
 
+    def join(self, *others: "Predictions") -> "Predictions":
+        """One table holding the runs of this and ``others`` (same clips, same labels), e.g. models that were
+        run with different conditions."""
+        runs, other, kinds, timing = dict(self.runs), dict(self.other), dict(self.kinds), dict(self.timing)
+        for o in others:
+            runs.update(o.runs)
+            other.update(o.other)
+            kinds.update(o.kinds)
+            timing.update(o.timing)
+        return Predictions(runs, self.manifest, self.labels, n_boot=self.n_boot, seed=self.seed, kinds=kinds,
+                           timing=timing, other=other)
+
     # --- per-replicate statistics (cached by replicate)
     def _conds(self, conditions) -> list:
         return list(conditions) if isinstance(conditions, (list, tuple)) else [conditions]
@@ -363,7 +383,9 @@ class Predictions:
         key = ("ci", cache) if cache else None
         if key and key in self._cache:
             return self._cache[key]
-        ci = metrics.bootstrap_ci(self.wide, fn, **self._boot())
+        with warnings.catch_warnings():   # a statistic undefined in every replicate (NaN) gives a NaN interval
+            warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+            ci = metrics.bootstrap_ci(self.wide, fn, **self._boot())
         if key:
             self._cache[key] = ci
         return ci
@@ -391,6 +413,16 @@ class Predictions:
 
             self._cache[key] = metrics.paired_bootstrap_diff(ta, tb, fn, **self._boot())
         return self._cache[key]
+
+    def paired(self, stat_a: Callable[[pd.DataFrame], float], stat_b: Callable[[pd.DataFrame], float]
+               ) -> metrics.PairedDiff:
+        """Paired bootstrap of ``stat_b(d) − stat_a(d)`` on the same resampled rows of the wide table (any two
+        statistics, e.g. tail F1 of two models; use ``col(model, condition)`` inside them)."""
+        ta, tb = self.wide.assign(_side="a"), self.wide.assign(_side="b")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+            return metrics.paired_bootstrap_diff(ta, tb, lambda d: stat_b(d) if d["_side"].iat[0] == "b" else stat_a(d),
+                                                 **self._boot())
 
     def contrast(self, m1: str, m2: str, a, b) -> metrics.CI:
         """Bootstrap of Δ(m1) − Δ(m2), Δ = macro-F1(b) − macro-F1(a), on the same resampled clips."""
@@ -437,6 +469,15 @@ class Predictions:
                        "unparsed": int(sum((d["status"] == "unparsed").sum() for d in dfs)),
                        "seconds": round(float(self.timing.get(m, float("nan"))), 1)}
         return pd.DataFrame(rows).T
+
+
+def pearson(x, y) -> float:
+    """Pearson r of two aligned sequences (``scipy.stats.pearsonr``); NaN when either is constant (a bootstrap
+    replicate in which a model's per-class F1 does not vary has no correlation)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return float(stats.pearsonr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
 
 
 # ------------------------------------------------------------------------------------------------ per-clip extras
@@ -504,6 +545,19 @@ def chance_line(ax, k: int, label: str | None = "chance (1/K)", horizontal: bool
     (ax.axhline if horizontal else ax.axvline)(y, **kw)
 
 
+def freq_figure(freq: pd.Series, f1: pd.DataFrame, k: int, xlabel: str = "lexical frequency"):
+    """Per-class F1 (one column per model) against a class frequency (``plots.freq_vs_f1``) with the chance line
+    and the legend outside the axes; None when ``f1`` has no column (glue a placeholder instead)."""
+    from emoprobe import plots
+
+    if f1.shape[1] == 0:
+        return None
+    fig = plots.freq_vs_f1(freq, f1, xlabel=xlabel)
+    chance_line(fig.axes[0], k)
+    legend_outside(fig.axes[0])
+    return fig
+
+
 def legend_outside(ax, **kw) -> None:
     """Put the legend of ``ax`` to the right of the axes, where it cannot cover data."""
     handles, labels = ax.get_legend_handles_labels()
@@ -511,11 +565,16 @@ def legend_outside(ax, **kw) -> None:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, **kw)
 
 
-def glue_figure(key: str, fig) -> None:
-    """Glue a figure (shown only where a ``{glue:figure}`` directive places it) and close it."""
+def glue_figure(key: str, fig=None, reason: str = "") -> None:
+    """Glue a figure (shown only where a ``{glue:figure}`` directive places it) and close it. ``fig=None``
+    glues a one-line placeholder saying why the figure was not drawn (``reason``), so the page still builds."""
     import matplotlib.pyplot as plt
     from myst_nb import glue
 
+    if fig is None:
+        fig, ax = plt.subplots(figsize=(5, 0.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"not drawn: {reason}", ha="center", va="center", fontsize=9)
     glue(key, fig, display=False)
     plt.close(fig)
 
@@ -668,7 +727,6 @@ def face_check(manifest: pd.DataFrame, sampling: dict, detector: str = "mtcnn") 
             iou = float(np.median((inter / union)[face.found]))
         rows.append({"clip_id": row["clip_id"], "frames": len(fr), "found": int(face.found.sum()), "iou": iou})
     return pd.DataFrame(rows)
-
 
 
 def share_diff(pred: "Predictions", model: str, a, b, values, suffix: str = "") -> metrics.CI:

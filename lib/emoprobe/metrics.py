@@ -327,28 +327,10 @@ def _directional_sum(rates: np.ndarray, f: np.ndarray) -> float:
     return float(np.sum(rates[lower]) - np.sum(rates.T[lower]))
 
 
-def asymmetry(confusion_counts: pd.DataFrame, freq: pd.Series, n_permutations: int = 9999,
-              seed: int = 0) -> Asymmetry:
-    """Do confusions flow from rare to common classes more than the reverse?
-
-    ``confusion_counts``: counts, rows = true class, columns = predicted class (as from ``confusion(...,
-    normalize=None)``; extra columns such as "unparsed/failed" are used only in the row totals). ``freq``: per-class
-    frequency (lexical or training-set), indexed by label; only the order matters.
-
-    1. Row-normalise: R[i, j] = count(true i, pred j) / count(true i) (all answers, failures included).
-    2. For every unordered pair {i, j} with freq[i] < freq[j] (ties skipped): rare_to_common = R[i, j],
-       common_to_rare = R[j, i], diff = R[i, j] − R[j, i]. Purely semantic confusion is symmetric in expectation
-       (diff ≈ 0); a frequency prior makes diff > 0.
-    3. Tests over the pairs: Wilcoxon signed-rank of diff > 0 (``scipy.stats.wilcoxon``, alternative="greater",
-       zero differences dropped) and the sign test (``scipy.stats.binomtest``, alternative="greater").
-    4. Permutation test: statistic S = Σ diff; the frequencies are permuted over the classes
-       (``scipy.stats.permutation_test``, permutation_type="pairings", exact when K! ≤ n_permutations) and
-       p = P(S_perm ≥ S_obs). This asks whether *this* frequency order explains the direction of confusions
-       better than a random order of the same classes.
-    Pairs with no confusion in either direction count as ties (they do not enter the Wilcoxon/sign tests).
-    Note the permutation p cannot fall below about 1/K when all confusions go into a single class (only that
-    class's rank matters then); the pair tests carry the evidence in that case.
-    """
+def asymmetry_pairs(confusion_counts: pd.DataFrame, freq: pd.Series) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Steps 1-2 of :func:`asymmetry` without the tests: ``(pairs, rates, f)`` — the pairs table (rare, common,
+    freq_rare, freq_common, rare_to_common, common_to_rare, diff), the row-normalised off-diagonal rates and the
+    frequencies in label order. Cheap enough to bootstrap (e.g. the mean of ``pairs["diff"]`` over clips)."""
     if not isinstance(confusion_counts, pd.DataFrame):
         raise TypeError("asymmetry: confusion_counts must be a DataFrame (rows true, columns pred)")
     labels = [l for l in confusion_counts.index if l in confusion_counts.columns]
@@ -375,6 +357,33 @@ def asymmetry(confusion_counts: pd.DataFrame, freq: pd.Series, n_permutations: i
     pairs = pd.DataFrame(rows, columns=["rare", "common", "freq_rare", "freq_common", "rare_to_common",
                                         "common_to_rare"])
     pairs["diff"] = pairs.rare_to_common - pairs.common_to_rare
+    return pairs, rates, f
+
+
+def asymmetry(confusion_counts: pd.DataFrame, freq: pd.Series, n_permutations: int = 9999,
+              seed: int = 0) -> Asymmetry:
+    """Do confusions flow from rare to common classes more than the reverse?
+
+    ``confusion_counts``: counts, rows = true class, columns = predicted class (as from ``confusion(...,
+    normalize=None)``; extra columns such as "unparsed/failed" are used only in the row totals). ``freq``: per-class
+    frequency (lexical or training-set), indexed by label; only the order matters.
+
+    1. Row-normalise: R[i, j] = count(true i, pred j) / count(true i) (all answers, failures included).
+    2. For every unordered pair {i, j} with freq[i] < freq[j] (ties skipped): rare_to_common = R[i, j],
+       common_to_rare = R[j, i], diff = R[i, j] − R[j, i]. Purely semantic confusion is symmetric in expectation
+       (diff ≈ 0); a frequency prior makes diff > 0.
+    3. Tests over the pairs: Wilcoxon signed-rank of diff > 0 (``scipy.stats.wilcoxon``, alternative="greater",
+       zero differences dropped) and the sign test (``scipy.stats.binomtest``, alternative="greater").
+    4. Permutation test: statistic S = Σ diff; the frequencies are permuted over the classes
+       (``scipy.stats.permutation_test``, permutation_type="pairings", exact when K! ≤ n_permutations) and
+       p = P(S_perm ≥ S_obs). This asks whether *this* frequency order explains the direction of confusions
+       better than a random order of the same classes.
+    Pairs with no confusion in either direction count as ties (they do not enter the Wilcoxon/sign tests).
+    Note the permutation p cannot fall below about 1/K when all confusions go into a single class (only that
+    class's rank matters then); the pair tests carry the evidence in that case.
+    """
+    pairs, rates, f = asymmetry_pairs(confusion_counts, freq)
+    labels = [l for l in confusion_counts.index if l in confusion_counts.columns]
     d = pairs["diff"].to_numpy()
     nz = d[d != 0]
     if len(nz) == 0:

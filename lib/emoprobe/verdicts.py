@@ -33,7 +33,8 @@ Rules on numbers (unit-testable, used by the table-level rules):
   paper-sized change.
 
 Table-level rules take a :class:`emoprobe.chapter.Predictions` (the wide per-clip table) and condition names:
-:func:`change` (effect or no-effect claim about one model between two conditions) and :func:`bell`.
+:func:`change` (effect or no-effect claim about one model between two conditions), :func:`effect_of` (any
+statistic about a model, gated on that model's macro-F1) and :func:`bell`.
 
 ``Verdict.glue(key)`` glues the word, the sentence and a JSON record ``finding_<key>`` that the book runner
 collects into the Findings page (:func:`emoprobe.book.write_findings_page`).
@@ -325,6 +326,15 @@ def change(pred, model: str, base, other, effect: float, *, expect: str = "effec
     kw = dict(direction=direction, f1_ci=pred.f1(model, base), k=pred.k, claim=claim, paper=paper, model=model,
               measure=f"Δ {_STAT_NAMES.get(stat, stat)} ({_name(other)} − {_name(base)})")
     return decide_effect(d, effect, **kw) if expect == "effect" else decide_null(d, effect, **kw)
+
+
+def effect_of(pred, model: str, stat, effect: float, *, condition="test", direction: int = +1, measure: str = "",
+              claim: str = "", paper: str = "") -> Verdict:
+    """:func:`decide_effect` for any statistic ``stat`` = (point, lo, hi) about ``model`` (e.g. a bootstrapped
+    correlation or a paired tail-F1 change from a :class:`emoprobe.chapter.Predictions`), gated on the model's
+    macro-F1 under ``condition`` in ``pred``."""
+    return decide_effect(stat, effect, direction=direction, f1_ci=pred.f1(model, condition), k=pred.k,
+                         measure=measure, claim=claim, paper=paper, model=model)
 
 
 def bell(pred, model: str, low, peak, high, effect: float, *, claim: str = "", paper: str = "") -> Verdict:
