@@ -98,3 +98,32 @@ def test_chance_line_and_legend_outside():
     assert ys == [pytest.approx(1 / 11)]
     assert ax.get_legend() is not None
     plt.close(fig)
+
+
+def test_attention_event_and_join_helpers():
+    import json
+
+    run_df = pd.DataFrame({
+        "clip_id": ["a", "b"], "status": ["ok", "ok"], "n_visual_tokens": [8, 8], "n_text_tokens": [8, 8],
+        "extra": [json.dumps({"t": [0.0, 0.5, 1.0, 1.5], "attention": {"frames": [0.1, 0.1, 0.3, 0.1], "text": 0.4}}),
+                  json.dumps({"t": [0.0, 1.0]})]})
+    events = pd.DataFrame({"micro_onset_s": [0.9], "micro_offset_s": [1.1]}, index=["a"])
+    att = chapter.attention(run_df, events)
+    assert list(att["clip_id"]) == ["a"]                      # b recorded no attention
+    assert att["visual share"].iloc[0] == pytest.approx(0.6)
+    assert att["enrichment"].iloc[0] == pytest.approx((0.3 / 0.6) / 0.25)
+    assert chapter.event_sampled(run_df, events).to_dict() == {"a": True}
+    ci = chapter.mean_ci([1.0, 2.0, 3.0], n_boot=50)
+    assert ci.lo <= 2.0 <= ci.hi
+    assert np.isnan(chapter.pearson([1, 1, 1], [1, 2, 3]))
+
+    labs = ["x", "y", "z"]
+    man = pd.DataFrame({"clip_id": ["1", "2", "3"], "label": labs})
+    run = lambda preds: pd.DataFrame({"clip_id": ["1", "2", "3"], "label": labs, "pred": preds, "status": "ok",
+                                      "cached": False})
+    p1 = chapter.Predictions({("A", "c"): run(labs)}, man, labs, n_boot=20)
+    p2 = chapter.Predictions({("B", "c"): run(["x", "x", "x"])}, man, labs, n_boot=20)
+    both = p1.join(p2)
+    assert both.models == ["A", "B"] and both.n_boot == 20
+    d = both.paired(lambda t: 0.0, lambda t: float((t[both.col("A", "c")] == t["label"]).mean()))
+    assert d.point == pytest.approx(1.0)

@@ -222,3 +222,19 @@ def test_answer_positions_and_share_of():
 
     with _pt.raises(ValueError):
         _m.answer_positions(["a"], [["a"], ["a"]])
+
+
+def test_asymmetry_pairs_is_the_table_of_asymmetry():
+    import numpy as np
+    import pandas as pd
+
+    from emoprobe import metrics
+
+    rng = np.random.default_rng(3)
+    labs = [f"c{i}" for i in range(5)]
+    cm = pd.DataFrame(rng.integers(0, 9, (5, 5)), index=labs, columns=labs)
+    freq = pd.Series([5.0, 4, 3, 2, 1], index=labs)
+    pairs, rates, f = metrics.asymmetry_pairs(cm, freq)
+    full = metrics.asymmetry(cm, freq, n_permutations=50)
+    pd.testing.assert_frame_equal(pairs, full.pairs)
+    assert rates.shape == (5, 5) and np.all(np.diag(rates) == 0) and list(f) == list(freq)
