@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, echo_auth: bool = False):
+        self.echo_auth = echo_auth  # a hostile server: every default answer echoes the Authorization header
         self.requests: list[dict] = []
         self.attempts: dict[str, int] = {}
         self.in_flight = 0
@@ -72,7 +73,7 @@ class FakeOpenAI:
             parts = body["messages"][-1]["content"]
             prompt = [p["text"] for p in parts if p.get("type") == "text"][-1]
             m = re.search(r"MODE=(.*)$", prompt, flags=re.S)
-            mode = m.group(1) if m else "ok:happiness"
+            mode = m.group(1) if m else ("echook" if self.echo_auth else "ok:happiness")
             with self.lock:
                 k = self.attempts[prompt] = self.attempts.get(prompt, 0) + 1
             answer = "happiness"
