@@ -74,8 +74,10 @@ class StoreError(RuntimeError):
 # registered by the backends that read them (remote.OpenAIBackend), redacted like *_KEY / *TOKEN* variables.
 _SECRET_ENV_NAMES: set[str] = set()
 # An Authorization header (or a bare bearer token) echoed back in a server's error body or a log line.
-_AUTH_VALUE = re.compile(r"(?i)(\bauthorization\b[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?|\bbearer\s+)"
-                         r"([A-Za-z0-9._~+/=\-]{6,})")
+# (a bare "bearer <word>" only when the word looks like a token: 12+ characters with a digit, "-" or "_", so that
+# "the bearer ofgoodnews" in a model's answer is left alone)
+_AUTH_VALUE = re.compile(r"(?i)(\bauthorization\b[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?)([A-Za-z0-9._~+/=\-]{6,})"
+                         r"|(\bbearer\s+)(?=[A-Za-z0-9._~+/=]*[\d_\-])([A-Za-z0-9._~+/=\-]{12,})")
 
 
 def register_secret_env(name: str | None) -> None:
@@ -122,7 +124,7 @@ def scrub(text: str | None) -> str | None:
         if s in text:
             text = text.replace(s, REDACTED)
     if "uthorization" in text or "earer" in text.lower():
-        text = _AUTH_VALUE.sub(lambda m: m.group(1) + REDACTED if m.group(2) != REDACTED else m.group(0), text)
+        text = _AUTH_VALUE.sub(lambda m: (m.group(1) or m.group(3)) + REDACTED, text)
     return text
 
 
