@@ -17,7 +17,7 @@ import yaml
 
 from . import paths
 
-PROFILES = ("smoke", "default", "paper")
+PROFILES = ("smoke", "default", "paper", "rehearsal")  # rehearsal: the paper profile on tiny checkpoints (tests)
 
 
 def profiles_file() -> Path:
