@@ -106,10 +106,22 @@ def test_model_at_chance_is_inconclusive():
 
 
 def test_too_small_sample_is_inconclusive():
-    pred = table(2, {"orig": 0.9, "shuf": 0.3}, seed=2)            # a big drop, 10 clips
-    v = verdicts.change(pred, "M", "orig", "shuf", 0.1, expect="effect")
-    assert v.word == verdicts.INCONCLUSIVE
-    assert "detects" in v.reason and v.mde > 0.1
+    pred = table(2, {"orig": 0.95, "shuf": 0.8}, seed=2)           # a paper-sized drop, 10 clips
+    for expect in ("effect", "none"):
+        v = verdicts.change(pred, "M", "orig", "shuf", 0.1, expect=expect)
+        assert v.word == verdicts.INCONCLUSIVE, v.sentence
+        assert "detects" in v.reason and v.mde > 0.1
+
+
+def test_an_effect_far_beyond_paper_size_needs_no_power_gate():
+    # interval entirely below −effect: the test resolved a paper-sized drop even though its MDE is larger
+    v = verdicts.decide_effect((-0.31, -0.36, -0.27), 0.056, direction=-1, f1_ci=(0.6, 0.57, 0.64), k=11)
+    assert v.mde > 0.056 and v.word == verdicts.REPLICATED
+    v = verdicts.decide_null((-0.31, -0.36, -0.27), 0.056, f1_ci=(0.6, 0.57, 0.64), k=11)
+    assert v.word == verdicts.NOT_REPLICATED
+    # the same width around a small drop is still gated on power
+    v = verdicts.decide_effect((-0.04, -0.085, 0.005), 0.056, direction=-1, f1_ci=(0.6, 0.57, 0.64), k=11)
+    assert v.word == verdicts.INCONCLUSIVE and "detects" in v.reason
 
 
 def test_clear_effect_is_replicated():

@@ -12,7 +12,10 @@ A chapter states a claim of the paper, measures one statistic with a 95% interva
      paper-sized drop of room above the guessing level, or it cannot lose that much whatever it does;
   2. **power** — the test could have seen a paper-sized effect: the minimum detectable effect
      :func:`mde` (two-sided level :data:`ALPHA`, power :data:`POWER`, from the interval's standard error)
-     is at most the paper's effect size.
+     is at most the paper's effect size. A test whose interval lies entirely beyond a paper-sized effect
+     (e.g. a drop whose 95% interval is below −effect) has resolved one, whatever its standard error: there
+     the power gate is passed by the interval itself. A test too small to see a paper-sized effect can still
+     pass this way only when the effect it saw is far larger than the paper's.
 
 * ``"inconclusive"`` otherwise, and the reason names the gate that failed (or says that the interval lies
   between the two decisions).
@@ -209,7 +212,8 @@ def decide_effect(stat, effect: float, *, direction: int = +1, f1_ci=None, k: in
     s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed so that the claimed effect is positive
     if margin is None:
         margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
-    gates = [powered((lo, hi), effect)]
+    # power is not needed when the interval itself lies beyond a paper-sized effect (the test resolved one)
+    gates = [] if s_lo > effect else [powered((lo, hi), effect)]
     if f1_ci is not None:
         gates.insert(0, above_chance(f1_ci, k, margin, model))
     m = mde((lo, hi))
@@ -251,7 +255,7 @@ def decide_null(stat, effect: float, *, direction: int = -1, f1_ci=None, k: int 
     s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed: the harmful direction is positive
     if margin is None:
         margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
-    gates = [powered((lo, hi), effect)]
+    gates = [] if s_lo > effect else [powered((lo, hi), effect)]   # a certain paper-sized change needs no power
     if f1_ci is not None:
         gates.insert(0, above_chance(f1_ci, k, margin, model))
     m = mde((lo, hi))
@@ -283,9 +287,8 @@ def decide_bell(rise, fall, effect: float, *, f1_ci=None, k: int | None = None, 
     * inconclusive otherwise. The deciding statistic is the smaller of rise and fall."""
     r, f = _interval(rise), _interval(fall)
     effect = abs(float(effect))
-    gates = [powered(r[1:], effect), powered(f[1:], effect)]
-    gates[0] = Gate(gates[0].ok, "rise: " + gates[0].text)
-    gates[1] = Gate(gates[1].ok, "fall: " + gates[1].text)
+    gates = [Gate(g.ok or x[1] > effect, f"{side}: {g.text}")   # a side beyond a paper-sized change needs no power
+             for x, side in ((r, "rise"), (f, "fall")) for g in [powered(x[1:], effect)]]
     if f1_ci is not None:   # a bell needs room for a paper-sized fall above chance
         gates.insert(0, above_chance(f1_ci, k, max(CHANCE_MARGIN, effect) if margin is None else margin, model))
     decisive = r if r[1] <= f[1] else f     # the weaker side decides
@@ -380,7 +383,7 @@ def decide_change(stat, effect: float, *, f1_ci=None, k: int | None = None, marg
     effect = abs(float(effect))
     if effect <= 0:
         raise ValueError("decide_change: effect (the paper-sized effect) must be non-zero")
-    gates = [powered((lo, hi), effect)]
+    gates = [] if lo > effect or hi < -effect else [powered((lo, hi), effect)]   # resolved: no power needed
     if f1_ci is not None:
         gates.insert(0, above_chance(f1_ci, k, CHANCE_MARGIN if margin is None else margin, model))
     m = mde((lo, hi))
