@@ -45,3 +45,9 @@ def test_family_no_rise_claim():
     assert V.decide_family({}, 0.05).word == V.INCONCLUSIVE
     with pytest.raises(ValueError):
         V.decide_family(fam, 0.05, expect="maybe")
+
+
+def test_decide_change_needs_no_power_beyond_a_paper_sized_change():
+    wide_but_far = V.decide_change((0.40, 0.10, 0.70), 0.05, f1_ci=STRONG, k=K)
+    assert wide_but_far.word == V.REPLICATED
+    assert V.decide_change((-0.40, -0.70, -0.10), 0.05, f1_ci=STRONG, k=K).word == V.REPLICATED
