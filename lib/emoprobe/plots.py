@@ -102,6 +102,9 @@ def paired_bars(df: pd.DataFrame, x: str = "label", y: str = "f1", hue: str = "c
     fig, ax = _ax(ax, figsize=(max(FIG_W, 0.5 * len(order) + 2), FIG_W * 0.55))
     sns.barplot(data=df, x=x, y=y, hue=hue, order=order, ax=ax, errorbar=None)
     ax.tick_params(axis="x", rotation=45)
+    for t in ax.get_xticklabels():   # rotated labels end under their bar instead of overlapping the next one
+        t.set_horizontalalignment("right")
+        t.set_rotation_mode("anchor")
     ax.set_xlabel("")
     return fig
 
