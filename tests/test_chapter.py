@@ -127,3 +127,23 @@ def test_attention_event_and_join_helpers():
     assert both.models == ["A", "B"] and both.n_boot == 20
     d = both.paired(lambda t: 0.0, lambda t: float((t[both.col("A", "c")] == t["label"]).mean()))
     assert d.point == pytest.approx(1.0)
+
+
+def test_statistics_of_the_table():
+    labs = ["x", "y", "z"]
+    man = pd.DataFrame({"clip_id": [str(i) for i in range(6)], "label": labs * 2})
+    run = pd.DataFrame({"clip_id": man["clip_id"], "label": man["label"], "pred": ["x", "x", "z", "x", "y", "z"],
+                        "status": "ok", "cached": False})
+    p = chapter.Predictions({("A", "test"): run}, man, labs, n_boot=20)
+    freq = pd.Series([3.0, 2.0, 1.0], index=labs)
+    f1 = p.per_class("A", "test")
+    assert p.statistic("freq_corr", "A", freq=freq)(p.wide) == pytest.approx(chapter.pearson(freq, f1))
+    assert p.statistic("tail_f1", "A", tail=["z"])(p.wide) == pytest.approx(f1["z"])
+    assert p.statistic("entropy", "A")(p.wide) == pytest.approx(
+        __import__("emoprobe.metrics", fromlist=["x"]).prediction_entropy(run["pred"], labs)["entropy"])
+    # y -> x twice as often as x -> y: rare y (freq 2) collapses into common x (freq 3)
+    assert p.statistic("asymmetry", "A", freq=freq)(p.wide) > 0
+    assert p.answer_shares("A").to_dict() == pytest.approx({"x": 0.5, "y": 1 / 6, "z": 1 / 3})
+    assert chapter.ci_text((0.5, 0.25, 0.75)) == "0.50 [0.25, 0.75]"
+    with pytest.raises(ValueError, match="unknown statistic"):
+        p.statistic("median", "A")

@@ -180,3 +180,13 @@ def test_prompt_sensitivity_004(t):
     assert f1[("gpt-4o", "max")] == 0.635 and f1[("gpt-4o", "min")] == 0.503
     assert f1[("open-source", "max")] == 0.593 and f1[("open-source", "min")] == 0.401
     assert ps.query("claim == 'persona_f1_drop'").value.item() == 0.5
+
+
+def test_fps_claim_reads_one_row_and_names_a_missing_one():
+    import pytest
+
+    from emoprobe import reference
+
+    assert reference.fps_claim("fig4", "Qwen2.5-VL", "peak_fps") == "5"
+    with pytest.raises(KeyError, match="no fps claim"):
+        reference.fps_claim("fig4", "qwen2.5-vl", "no_such_claim")

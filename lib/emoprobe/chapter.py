@@ -430,6 +430,35 @@ class Predictions:
                               - (self._stat_on(d, m2, b) - self._stat_on(d, m2, a)),
                               cache=f"contrast:{m1}:{m2}:{a}:{b}")
 
+    def statistic(self, kind: str, model: str, condition="test", *, freq: pd.Series | None = None,
+                  tail: Sequence[str] | None = None) -> Callable[[pd.DataFrame], float]:
+        """A statistic of ``model``'s predictions under ``condition`` as a function of (a replicate of) the wide
+        table, for :meth:`bootstrap` and :meth:`paired`. ``kind``:
+
+        * ``"macro_f1"``, ``"accuracy"`` (cached per replicate);
+        * ``"freq_corr"`` — Pearson r between ``freq`` (per class) and the per-class F1 (:func:`pearson`);
+        * ``"asymmetry"`` — mean over class pairs of rate(rare→common) − rate(common→rare), rarity by ``freq``
+          (``metrics.asymmetry_pairs`` on the confusion counts);
+        * ``"tail_f1"`` — mean F1 of the classes in ``tail``;
+        * ``"entropy"`` — entropy (bits) of the predicted labels (``metrics.prediction_entropy``)."""
+        col = self.col(model, condition)
+        if kind in ("macro_f1", "accuracy"):
+            return lambda d: self._stat_on(d, model, condition, kind)
+        if kind == "freq_corr":
+            return lambda d: pearson(freq, metrics.report(d, self.labels, pred=col).per_class["f1"].reindex(freq.index))
+        if kind == "asymmetry":
+            return lambda d: float(metrics.asymmetry_pairs(metrics.confusion(d, self.labels, normalize=None, pred=col),
+                                                           freq)[0]["diff"].mean())
+        if kind == "tail_f1":
+            return lambda d: float(metrics.report(d, self.labels, pred=col).per_class.loc[list(tail), "f1"].mean())
+        if kind == "entropy":
+            return lambda d: float(metrics.prediction_entropy(d[col], self.labels)["entropy"])
+        raise ValueError(f"unknown statistic {kind!r}: macro_f1, accuracy, freq_corr, asymmetry, tail_f1, entropy")
+
+    def answer_shares(self, model: str, condition="test") -> pd.Series:
+        """Share of the clips given each label (failed/unparsed answers are in no label's share)."""
+        return self.wide[self.col(model, condition)].value_counts(normalize=True).reindex(self.labels, fill_value=0)
+
     # --- plain (non-bootstrap) views
     def report(self, model: str, condition) -> metrics.Report:
         return metrics.report(self.wide, self.labels, pred=self.col(model, condition))
@@ -586,6 +615,18 @@ def glue_all(**values) -> None:
 
     for k, v in values.items():
         glue(k, v.item() if isinstance(v, np.generic) else v, display=False)
+
+
+def ci_text(ci, fmt: str = ".2f") -> str:
+    """``point [lo, hi]`` of a (point, lo, hi) interval, for tables."""
+    p, lo, hi = tuple(ci)[:3]
+    return f"{p:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def note_skipped(skipped: dict[str, str]) -> None:
+    """One note per skipped role (the ``skipped`` mapping of :func:`roles`)."""
+    for role, why in skipped.items():
+        note(f"`{role}` skipped: {why}.")
 
 
 def note(text: str) -> None:

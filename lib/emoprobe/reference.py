@@ -129,6 +129,16 @@ def per_class_f1(dataset: str, model: str, condition: str = "original") -> pd.Se
     return s
 
 
+def fps_claim(figure: str, model: str, claim: str) -> str:
+    """The value of one row of ``fps_claims`` (e.g. ``fps_claim("fig4", "qwen2.5-vl", "peak_fps")`` -> "5");
+    KeyError naming the row when it is absent."""
+    df = load("fps_claims")
+    sel = df[(df.figure == figure) & (df.model == slug(model)) & (df.claim == claim)]
+    if sel.empty:
+        raise KeyError(f"no fps claim figure={figure!r} model={model!r} claim={claim!r} in {_path('fps_claims')}")
+    return str(sel["value"].iloc[0])
+
+
 def slug(model: str) -> str:
     """Accept a slug or the paper's printed name ('LLaVA-NeXT-V', 'Gemini2.5-Flash', ...)."""
     if model in PAPER_NAMES:
