@@ -73,8 +73,8 @@ def quiet() -> None:
     * the log line "`past_key_values`/`cache_params` are deprecated" of ``transformers.utils.generic`` — the HF
       backend's label scoring passes the KV cache this way; answers are unaffected (only that message is
       dropped, other transformers warnings still show);
-    * ``torch.set_num_threads(OMP_NUM_THREADS or 1)`` where torch is imported — not a filter: on the shared
-      2-core machines two threads spin against each other and run far slower than one (facts.md).
+    * ``emoprobe.threads.configure()`` where torch is already imported — not a filter: the project's one
+      thread policy (one torch thread per process; two spin against each other on the shared 2-core machines).
     """
     global _QUIET_DONE
     try:
@@ -93,7 +93,9 @@ def quiet() -> None:
         logging.getLogger("transformers.utils.generic").addFilter(
             _DropMessage("`past_key_values`/`cache_params` are deprecated"))
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+        from emoprobe import threads
+
+        threads.configure()
     _QUIET_DONE = True
 
 
