@@ -238,3 +238,30 @@ def test_asymmetry_pairs_is_the_table_of_asymmetry():
     full = metrics.asymmetry(cm, freq, n_permutations=50)
     pd.testing.assert_frame_equal(pairs, full.pairs)
     assert rates.shape == (5, 5) and np.all(np.diag(rates) == 0) and list(f) == list(freq)
+
+
+def test_macro_f1_score_equals_sklearn_and_bootstrap_ignores_storage():
+    """The bincount macro-F1 gives sklearn's numbers exactly; a bootstrap over Arrow-backed string columns gives
+    the interval it gives over plain object columns (the speed-ups change no number)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from emoprobe import labels, metrics
+
+    lab = list(labels.MAFW)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(1, 150))
+        yt = rng.choice(lab[: int(rng.integers(1, 12))], n)
+        yp = rng.choice(lab + [None, "other", float("nan")], n)
+        idx = {x: i for i, x in enumerate(lab)}
+        ref = precision_recall_fscore_support([idx[y] for y in yt],
+                                              [idx.get(y, -1) if isinstance(y, str) else -1 for y in yp],
+                                              labels=list(range(len(lab))), zero_division=0)[2].mean()
+        assert metrics.macro_f1_score(yt, yp, lab) == ref
+    d = pd.DataFrame({"label": np.repeat(lab, 9), "pred": rng.choice(lab + [None], 99)})
+    arrow = d.astype({"label": "string[pyarrow]", "pred": "string[pyarrow]"})
+    obj = d.astype(object)
+    f = lambda x: metrics.macro_f1(x, lab)  # noqa: E731
+    assert metrics.bootstrap_ci(arrow, f, n_boot=200) == metrics.bootstrap_ci(obj, f, n_boot=200)

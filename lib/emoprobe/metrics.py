@@ -48,12 +48,13 @@ def predictions(df: pd.DataFrame, labels: Sequence[str], true: str = "label", pr
     if OTHER in labels:
         raise ValueError(f"{OTHER!r} is reserved and cannot be a label")
     y_true = df[true].astype(object).to_numpy()
-    bad_true = sorted({str(x) for x in y_true if x not in labels})
-    if bad_true:
+    allowed = set(labels)
+    if not allowed.issuperset(y_true.tolist()):
+        bad_true = sorted({str(x) for x in y_true if x not in allowed})
         raise ValueError(f"run table: true label(s) {bad_true} are not in the label set {labels}")
     y_pred = df[pred].astype(object).to_numpy().copy()
-    allowed = set(labels)
-    bad = np.array([not (isinstance(x, str) and x in allowed) for x in y_pred], dtype=bool)
+    # a valid answer is a string naming a label (this runs once per bootstrap replicate: kept lean)
+    bad = np.fromiter((not (isinstance(x, str) and x in allowed) for x in y_pred), dtype=bool, count=len(y_pred))
     if "status" in df.columns:
         bad |= df["status"].isin(_BAD_STATUS).to_numpy()
     y_pred[bad] = OTHER
@@ -163,6 +164,20 @@ def _strata_groups(df: pd.DataFrame, strata) -> list[np.ndarray]:
     return [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
 
 
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its extension-typed string columns (pandas' Arrow-backed strings) as plain NumPy object
+    columns (missing values as None): the same values, but taking rows costs one NumPy take per block instead of one Arrow call per column
+    (a bootstrap takes rows thousands of times). Index and ``attrs`` are kept."""
+    ext = [c for c in df.columns if not isinstance(df[c].dtype, np.dtype) and pd.api.types.is_string_dtype(df[c].dtype)]
+    if not ext:
+        return df
+    out = df.copy()
+    for c in ext:
+        vals = df[c].astype(object).where(df[c].notna(), None).to_numpy(dtype=object)
+        out[c] = pd.Series(vals, index=df.index, dtype=object)  # explicit: pandas would infer strings again
+    return out.copy()  # one block per dtype: a row take is then a few NumPy calls
+
+
 def _resample(groups: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
 
@@ -180,7 +195,8 @@ def bootstrap_ci(df: pd.DataFrame, stat_fn: Callable[[pd.DataFrame], float], n_b
     groups = _strata_groups(df, strata)
     rng = np.random.default_rng(seed)
     point = float(stat_fn(df))
-    boots = np.array([stat_fn(df.iloc[_resample(groups, rng)]) for _ in range(n_boot)], dtype=float)
+    base = _plain(df)
+    boots = np.array([stat_fn(base.iloc[_resample(groups, rng)]) for _ in range(n_boot)], dtype=float)
     a = (1 - ci) / 2
     lo, hi = np.nanquantile(boots, [a, 1 - a])
     return CI(point, float(lo), float(hi))
@@ -192,15 +208,31 @@ def macro_f1_score(y_true, y_pred, labels) -> float:
     Labels may be strings or class indices. The one macro-F1 of the project (:func:`macro_f1`, the CLI's
     report and training's validation use it)."""
     labels = list(labels)
-    index = {lab: i for i, lab in enumerate(labels)}
-    yt = np.array([index.get(y, -1) for y in y_true], dtype=int)
-    yp = np.array([index.get(y, -1) if y is not None and not (isinstance(y, float) and math.isnan(y)) else -1
-                   for y in y_pred], dtype=int)
+    yt, yp = _codes(y_true, labels), _codes(y_pred, labels)
     if len(yt) != len(yp):
         raise ValueError(f"macro_f1_score: {len(yt)} true labels but {len(yp)} predictions")
     if not labels or not len(yt):
         return float("nan")
-    return float(precision_recall_fscore_support(yt, yp, labels=list(range(len(labels))), zero_division=0)[2].mean())
+    # per label: F1 = 2 TP / (2 TP + FP + FN), 0 where the label is neither true nor predicted (sklearn's
+    # precision_recall_fscore_support(..., zero_division=0) gives the same numbers; counted with bincount because
+    # this runs once per bootstrap replicate, thousands of times per chapter)
+    k = len(labels)
+    tp = np.bincount(yt[(yt == yp) & (yt >= 0)], minlength=k)[:k].astype(float)
+    n_true = np.bincount(yt[yt >= 0], minlength=k)[:k]
+    n_pred = np.bincount(yp[yp >= 0], minlength=k)[:k]
+    den = n_true + n_pred                      # = 2 TP + FP + FN
+    f1 = np.divide(2 * tp, den, out=np.zeros(k), where=den > 0)
+    return float(f1.mean())
+
+
+def _codes(values, labels: list) -> np.ndarray:
+    """Index of each value in ``labels`` (-1 for anything else: None, NaN, an unparsed answer, ``OTHER``)."""
+    if len(labels) and all(isinstance(x, (int, np.integer)) for x in labels):
+        index = {lab: i for i, lab in enumerate(labels)}
+        return np.array([index.get(y, -1) if isinstance(y, (int, np.integer)) else -1 for y in values], dtype=int)
+    index = {lab: i for i, lab in enumerate(labels)}
+    get = index.get
+    return np.fromiter((get(y, -1) if isinstance(y, str) else -1 for y in values), dtype=int)
 
 
 def macro_f1(df: pd.DataFrame, labels: Sequence[str], true: str = "label", pred: str = "pred") -> float:
@@ -243,6 +275,7 @@ def paired_bootstrap_diff(df_a: pd.DataFrame, df_b: pd.DataFrame, stat_fn: Calla
     groups = _strata_groups(a, strata)
     rng = np.random.default_rng(seed)
     point = float(stat_fn(b) - stat_fn(a))
+    a, b = _plain(a), _plain(b)
     diffs = np.empty(n_boot)
     for i in range(n_boot):
         idx = _resample(groups, rng)
