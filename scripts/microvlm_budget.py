@@ -66,6 +66,7 @@ def run(a) -> int:
         os.environ.setdefault("EMOPROBE_GENERATED", str((packed / "generated").resolve()))
     from emoprobe import train as T
 
+    T.use_recipe(a.recipe)
     stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors"
     if not stage0.exists():
         raise SystemExit(f"{stage0}: no stage-0 tower (run `pack` first or pass --stage0)")
@@ -108,6 +109,7 @@ def stage0(a) -> int:
     from emoprobe import train as T
 
     torch.set_num_threads(a.threads)
+    T.use_recipe(a.recipe)
     train_df, val = T.splits(a.seed)
     pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
     gt = T._GT()
@@ -124,7 +126,7 @@ def stage0(a) -> int:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.model.visual.state_dict().items()}, str(out))
     model.to("cpu").eval()
     r2 = T.stage0_readout_r2(model, processor, val, gt, fit=pool)
-    info = {"tower": out.name, "steps": a.steps, "wall_s": round(wall, 1), "threads": a.threads,
+    info = {"tower": out.name, "recipe": a.recipe, "steps": a.steps, "wall_s": round(wall, 1), "threads": a.threads,
             "heldout_within_clip_r2": {k: round(v, 3) for k, v in r2.items()},
             "readout": "ridge from merged tokens (count:8, centred per clip) fitted on the pool, scored on the "
                        "validation slice"}
@@ -214,6 +216,7 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--recipe", default="committed", help="train.RECIPES name (stage-2 data and mix)")
     s0 = sub.add_parser("stage0", help="stage 0 alone with another step count (writes the tower + its log)")
     s0.add_argument("--steps", type=int, required=True)
     s0.add_argument("--out", required=True, help="tower .safetensors (log beside it as .csv)")
@@ -221,6 +224,7 @@ def main(argv=None) -> int:
     s0.add_argument("--device", default="cpu")
     s0.add_argument("--workers", type=int, default=0)
     s0.add_argument("--threads", type=int, default=1)
+    s0.add_argument("--recipe", default="motion", help="train.RECIPES name (its stage-0 loss)")
     pr = sub.add_parser("probe", help="linear probes on the merged video tokens the language model receives")
     pr.add_argument("--tower", default=None, help="tower .safetensors (default: the committed microvlm's)")
     pr.add_argument("--out", default=None, help="write the rows as JSON")
@@ -235,6 +239,7 @@ def main(argv=None) -> int:
         return probe(a)
     from emoprobe import train as T
 
+    T.use_recipe(a.recipe)
     a.pretrain_steps = T.PRETRAIN_STEPS if a.pretrain_steps is None else a.pretrain_steps
     a.instruct_steps = T.INSTRUCT_STEPS if a.instruct_steps is None else a.instruct_steps
     return run(a)

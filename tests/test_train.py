@@ -339,3 +339,30 @@ def test_msce_layout_examples_train_only_the_label(tiny_vlm, tiny_df):
     assert [x["n_examples"] for x in bs] == [2, 1]
     with pytest.raises(train.TrainError):
         train.make_batch(proc, [v, e])
+
+
+def test_recipes_switch_and_restore(tiny_vlm, tiny_df, tmp_path):
+    """--recipe motion changes only the named constants; committed restores them; the motion stage 0 runs."""
+    import pandas as pd
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    base = (train.S0_LOSS, train.CLS_PER_CLASS, train.PRETRAIN_STEPS, dict(train.INSTRUCT_MIX))
+    try:
+        train.use_recipe("motion")
+        assert train.S0_LOSS == "motion" and train.CLS_PER_CLASS is None and "msce" in train.INSTRUCT_MIX
+        assert sum(train.INSTRUCT_MIX.values()) == pytest.approx(1.0)
+        proc = AutoProcessor.from_pretrained(tiny_vlm)
+        torch.manual_seed(0)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+        data = train._MicroData(tiny_df, tiny_df, train._GT(), 0, captions.word_probs(MAFW, "uniform"))
+        log = train._CsvLog(tmp_path / "log.csv")
+        train.pretrain_vision_tower(model, proc, data, 2, "cpu", 0, log, "t", 0.0, clips=tiny_df.head(6))
+        log.close()
+        assert np.isfinite(pd.read_csv(tmp_path / "log.csv")[["loss", "landmark_rmse_px", "au_mse_std"]].values).all()
+        tasks = {e.task for step in range(6) for e in data.batch("instruct", step, 8)}
+        assert "msce" in tasks
+    finally:
+        train.use_recipe("committed")
+    assert (train.S0_LOSS, train.CLS_PER_CLASS, train.PRETRAIN_STEPS, dict(train.INSTRUCT_MIX)) == base
+    with pytest.raises(train.TrainError, match="unknown MicroVLM recipe"):
+        train.use_recipe("nope")
