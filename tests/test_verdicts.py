@@ -158,3 +158,16 @@ def test_table_statistics_match_metrics():
                                           lambda x: metrics.macro_f1(x, LABELS), n_boot=100, seed=0)
     assert tuple(d) == pytest.approx(tuple(ref_d))
     assert not math.isnan(verdicts.mde(d[1:3]))
+
+
+def test_an_effect_in_the_opposite_direction_settles_the_claim():
+    good = (0.6, 0.57, 0.64)
+    # claimed: F1 falls by >= 0.05; measured: a rise of 0.185 [0.145, 0.229] with an MDE above 0.05
+    v = verdicts.decide_effect((0.185, 0.145, 0.229), 0.05, direction=-1, f1_ci=good, k=11)
+    assert v.mde > 0.05 and v.word == verdicts.NOT_REPLICATED
+    # claimed: no paper-sized drop; measured: a clear rise
+    assert verdicts.decide_null((0.185, 0.145, 0.229), 0.05, f1_ci=good, k=11).word == verdicts.REPLICATED
+    # a bell whose fall is clearly negative is settled by that side
+    v = verdicts.decide_bell((0.16, 0.12, 0.19), (-0.09, -0.15, -0.03), 0.05, f1_ci=good, k=11)
+    assert v.word == verdicts.NOT_REPLICATED
+

@@ -69,7 +69,8 @@ def quiet() -> None:
 
     * ``tqdm.TqdmWarning`` — ``tqdm.auto`` warns in a kernel without ipywidgets; the book shows no bars at all
       (every call here passes ``progress=False``);
-    * transformers' weight-loading progress bars (``disable_progress_bar``) — bars are stderr noise in HTML;
+    * transformers' weight-loading progress bars (``disable_progress_bar``, and ``HF_HUB_DISABLE_PROGRESS_BARS=1``
+      in the environment for the helper processes ``run`` spawns) — bars are stderr noise in HTML;
     * the log line "`past_key_values`/`cache_params` are deprecated" of ``transformers.utils.generic`` — the HF
       backend's label scoring passes the KV cache this way; answers are unaffected (only that message is
       dropped, other transformers warnings still show);
@@ -77,6 +78,9 @@ def quiet() -> None:
       thread policy (one torch thread per process; two spin against each other on the shared 2-core machines).
     """
     global _QUIET_DONE
+    # helper processes (run.py spawns them for long CPU runs) import transformers afresh: the environment is
+    # what they inherit, and transformers reads this variable when it is imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from tqdm import TqdmWarning
 

@@ -13,9 +13,10 @@ A chapter states a claim of the paper, measures one statistic with a 95% interva
   2. **power** — the test could have seen a paper-sized effect: the minimum detectable effect
      :func:`mde` (two-sided level :data:`ALPHA`, power :data:`POWER`, from the interval's standard error)
      is at most the paper's effect size. A test whose interval lies entirely beyond a paper-sized effect
-     (e.g. a drop whose 95% interval is below −effect) has resolved one, whatever its standard error: there
-     the power gate is passed by the interval itself. A test too small to see a paper-sized effect can still
-     pass this way only when the effect it saw is far larger than the paper's.
+     (e.g. a drop whose 95% interval is below −effect) has resolved one, whatever its standard error, and one
+     whose interval lies entirely on the other side of 0 contradicts the claimed direction: there the power
+     gate is passed by the interval itself. A test too small to see a paper-sized effect can still pass this
+     way only when what it saw is far from the paper's effect.
 
 * ``"inconclusive"`` otherwise, and the reason names the gate that failed (or says that the interval lies
   between the two decisions).
@@ -212,8 +213,9 @@ def decide_effect(stat, effect: float, *, direction: int = +1, f1_ci=None, k: in
     s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed so that the claimed effect is positive
     if margin is None:
         margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
-    # power is not needed when the interval itself lies beyond a paper-sized effect (the test resolved one)
-    gates = [] if s_lo > effect else [powered((lo, hi), effect)]
+    # power is not needed when the interval itself settles the claim: it lies beyond a paper-sized effect (the
+    # test resolved one) or entirely on the opposite side of 0 (the data contradict the claimed direction)
+    gates = [] if s_lo > effect or s_hi < 0 else [powered((lo, hi), effect)]
     if f1_ci is not None:
         gates.insert(0, above_chance(f1_ci, k, margin, model))
     m = mde((lo, hi))
@@ -255,7 +257,8 @@ def decide_null(stat, effect: float, *, direction: int = -1, f1_ci=None, k: int 
     s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed: the harmful direction is positive
     if margin is None:
         margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
-    gates = [] if s_lo > effect else [powered((lo, hi), effect)]   # a certain paper-sized change needs no power
+    # no power needed when a paper-sized change is certain, or a change in the harmless direction is
+    gates = [] if s_lo > effect or s_hi < 0 else [powered((lo, hi), effect)]
     if f1_ci is not None:
         gates.insert(0, above_chance(f1_ci, k, margin, model))
     m = mde((lo, hi))
@@ -287,7 +290,7 @@ def decide_bell(rise, fall, effect: float, *, f1_ci=None, k: int | None = None, 
     * inconclusive otherwise. The deciding statistic is the smaller of rise and fall."""
     r, f = _interval(rise), _interval(fall)
     effect = abs(float(effect))
-    gates = [Gate(g.ok or x[1] > effect, f"{side}: {g.text}")   # a side beyond a paper-sized change needs no power
+    gates = [Gate(g.ok or x[1] > effect or x[2] < 0, f"{side}: {g.text}")   # a side settled by its interval
              for x, side in ((r, "rise"), (f, "fall")) for g in [powered(x[1:], effect)]]
     if f1_ci is not None:   # a bell needs room for a paper-sized fall above chance
         gates.insert(0, above_chance(f1_ci, k, max(CHANCE_MARGIN, effect) if margin is None else margin, model))
