@@ -1385,6 +1385,21 @@ _NOTES = {
         "face-alignment tower, not the language model's budget, caps the classifier well below the 0.45 aim. "
         "What would lift it: a better stage-0 encoder (its landmark error was still falling at the last step: "
         "`microvlm_budget.py stage0 --steps N --device cuda`, then `probe --tower`), then the same stages 1-2.",
+        "Issue 12 (fourth session, CPU only; measurements in `data/benchmarks/2026-11-29_*`). A motion-centred "
+        "stage 0 (`python -m emoprobe.train --recipe motion`: predictions and targets centred over the clip's "
+        "temporal patches, scaled by the within-clip spread, AUs weighted, a small absolute-AU term) raised the "
+        "held-out within-clip R^2 of a token readout from 0.73 to 0.81 (landmarks) and 0.36 to 0.50 (AUs), and the "
+        "linear probe on the merged tokens from 0.29 / 0.31 to 0.44 / 0.50 (deviations from the clip mean; pool / "
+        "all train clips) and from 0.22 / 0.24 to 0.25 / 0.38 (raw tokens). But stages 1-2 on top of it (every "
+        "train clip drawn class-balanced, MSCE-layout examples) ended at validation macro-F1 0.115 and 0.109 in "
+        "two runs (1200 / 1500 instruction steps), against 0.144 for this model: the language model does not "
+        "extract from the tokens what a linear probe does (its validation F1 stays at a constant answer until "
+        "the last quarter of the cosine schedule). So this model was kept. For the record (no choice made on it), "
+        "the second run on the test split: macro-F1 0.083, fresh-seed split 0.102; in the MSCE layout it answered "
+        "inside the label set on 44/44 clips (it was trained on the format) but 'neutral' on 43; its motion "
+        "summaries hit a moving region on 0.911 of the gaps. SynthFER's expressions are small: at "
+        "the apex the largest expressive-landmark displacement is 0.10-0.14 inter-ocular distances (about 3-4 px "
+        "at 112 px; median within-clip landmark motion 1.3 px; `scripts/synthfer_legibility.py`).",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]
