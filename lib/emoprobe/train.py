@@ -1392,9 +1392,9 @@ _NOTES = {
         "linear probe on the merged tokens from 0.29 / 0.31 to 0.44 / 0.50 (deviations from the clip mean; pool / "
         "all train clips) and from 0.22 / 0.24 to 0.25 / 0.38 (raw tokens). But stages 1-2 on top of it (every "
         "train clip drawn class-balanced, MSCE-layout examples) ended at validation macro-F1 0.115 and 0.109 in "
-        "two runs (1200 / 1500 instruction steps), against 0.144 for this model: the language model does not "
+        "two runs (1200 / 1500 instruction steps), against 0.144 for the committed MicroVLM: the language model does not "
         "extract from the tokens what a linear probe does (its validation F1 stays at a constant answer until "
-        "the last quarter of the cosine schedule). So this model was kept. For the record (no choice made on it), "
+        "the last quarter of the cosine schedule). So the committed MicroVLMs were kept. For the record (no choice made on it), "
         "the second run on the test split: macro-F1 0.083, fresh-seed split 0.102; in the MSCE layout it answered "
         "inside the label set on 44/44 clips (it was trained on the format) but 'neutral' on 43; its motion "
         "summaries hit a moving region on 0.911 of the gaps. SynthFER's expressions are small: at "
@@ -1418,6 +1418,13 @@ def _fmt_eval(ev: dict) -> list[str]:
                 f"(quality bar: macro-F1 >= 0.6: {'met' if ev['macro_f1'] >= 0.6 else 'NOT met'})",
                 "- per-class F1: " + ", ".join(f"{k} {v:.2f}" for k, v in ev["per_class_f1"].items()),
                 "- predicted-label counts: " + ", ".join(f"{k} {v}" for k, v in ev["pred_counts"].items())]
+        if "macro_f1_ci95" in ev:
+            out.append(f"- 95% bootstrap CI of macro-F1 (resampled within class): {ev['macro_f1_ci95'][0]:.3f}-"
+                       f"{ev['macro_f1_ci95'][1]:.3f}")
+        f = ev.get("fresh")
+        if f:
+            out.append(f"- fresh-seed split (new identities, {f['n']} clips, `scripts/eval_models.py --fresh-seed`): "
+                       f"macro-F1 **{f['macro_f1']:.3f}** (95% CI {f['macro_f1_ci95'][0]:.3f}-{f['macro_f1_ci95'][1]:.3f})")
         return out
     out.append("- frame sampling chosen on the validation slice: `" + ev["chosen_on_val"] + "` (val macro-F1 by "
                "sampling: " + ", ".join(f"{k} {v:.3f}" for k, v in ev["val_macro_f1_by_sampling"].items()) + ")")
