@@ -20,28 +20,32 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   re-initialised and re-trained with a class-balanced sampler (class uniformly, then a clip of that class).
 * **microvlm**: a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
   vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 0,
-  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; here a facial-motion
-  encoder; no words, no labels): on every non-validation train clip, the vision tower predicts, per temporal
+  vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; here a face-alignment
+  encoder; no words, no labels): on every non-validation train clip, the vision tower regresses, per temporal
   patch, the ground-truth positions of the 26 facial landmarks and the action-unit intensities of the frames it
-  covers, through a temporary linear head on the grid of merged tokens (:func:`pretrain_vision_tower`,
-  :data:`VISION_TOWER_STEPS`). The loss (:func:`_motion_loss`) is on predictions and targets both centred over
-  the clip's temporal patches and scaled by the within-clip spread (identity and pose cancel; within-clip motion
-  remains), landmark and AU columns weighted :data:`S0_W_LANDMARK` / :data:`S0_W_AU`, plus a small absolute-AU
-  term (:data:`S0_W_AU_ABS`). Towers are compared by the held-out within-clip R^2 of a readout from the tokens
-  (:func:`stage0_readout_r2`) and by ``scripts/microvlm_budget.py probe``, never by total landmark error. The Qwen vision tower attends only within a temporal patch, so comparing frames
+  covers (standardised; :data:`S0_LOSS` = "absolute"), through a temporary linear head on the grid of merged
+  tokens (:func:`pretrain_vision_tower`, :data:`VISION_TOWER_STEPS`). The Qwen vision tower attends only within a temporal patch, so comparing frames
   is left to the language model, as in Qwen2.5-VL. Stage 0 has no words, so both word modes share it
   (:func:`_stage0` computes it once and reuses it). From stage 1 on the tower is frozen except its merger
   (:data:`FREEZE_VISION`). Stage 1,
   pretraining: a class-balanced pool (:data:`POOL_PER_CLASS` clips per class of the train split) paired with
   captions (:func:`emoprobe.captions.caption`) whose emotion word appears with ``word_probs(mode="lexical")``;
-  LM loss on the caption tokens only. Stage 2, instruction tuning on a mixed set fixed a priori:
-  classification with ``prompts.render("paper", MAFW)`` on every non-validation train clip, drawn class-balanced
-  (:data:`CLS_PER_CLASS` = None; answer = the label); the same classification in MSCE's stage-2 layout
-  (keyframes at 1 fps interleaved with the ground-truth motion summary of each gap, ``prompts.render("msce")``,
-  built by ``hf.HFBackend._prepare``, the builder ``run.msce`` uses at inference; only the format is trained,
-  never an MSCE-vs-baseline contrast); motion description of MSCE gap groups (``sampling.keyframes_gaps(key_fps=1,
-  m=4)``, target = ``captions.motion_summary`` of that gap) and captions (so captioning is not forgotten), mixed
+  LM loss on the caption tokens only. Stage 2, instruction tuning on a small mixed set fixed a priori:
+  classification with ``prompts.render("paper", MAFW)`` on :data:`CLS_PER_CLASS` clips per class (answer = the
+  label), motion description of MSCE gap groups (``sampling.keyframes_gaps(key_fps=1, m=4)``, target =
+  ``captions.motion_summary`` of that gap) and captions (so captioning is not forgotten), mixed
   :data:`INSTRUCT_MIX`. Frames per example: one of :data:`FRAME_MENU` (by count or a fixed fps), at most 16.
+* **microvlm, recipe "motion"** (``--recipe motion``, :data:`RECIPES`; issue 12; not the committed checkpoints:
+  it did not beat them on the validation slice): stage 0 with :data:`S0_LOSS` = "motion": the loss
+  (:func:`_motion_loss`) is on predictions and targets both centred over the clip's temporal patches and scaled
+  by the within-clip spread (identity and pose cancel; within-clip motion remains), landmark and AU columns
+  weighted :data:`S0_W_LANDMARK` / :data:`S0_W_AU`, plus a small absolute-AU term (:data:`S0_W_AU_ABS`); towers
+  are compared by the held-out within-clip R^2 of a token readout (:func:`stage0_readout_r2`) and by
+  ``scripts/microvlm_budget.py probe``, never by total landmark error. Stage 2: classification on every
+  non-validation train clip drawn class-balanced (``CLS_PER_CLASS = None``), plus the same classification in
+  MSCE's stage-2 layout (keyframes at 1 fps interleaved with the ground-truth motion summary of each gap,
+  ``prompts.render("msce")``, built by ``hf.HFBackend._prepare``, the builder ``run.msce`` uses at inference;
+  only the format is trained, never an MSCE-vs-baseline contrast); 800 caption-pretraining steps.
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
 * **microvlm-lora-balanced**: :func:`lora_balanced` on microvlm with :data:`LORA_PER_CLASS` clips per class of
@@ -838,10 +842,11 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
     """Stage 0 (the analogue of a VLM's separately pretrained vision encoder; here a facial-motion encoder): the
     Qwen vision tower (+ merger) learns, for each temporal patch, the 26 facial landmarks and the action-unit
     intensities of the frames it covers (SynthFER ground truth; no emotion labels, no words) through a
-    temporary linear head on the grid of merged tokens (the head is discarded). The loss
-    (:func:`_motion_loss`) is taken on values centred over the clip's temporal patches and scaled by the
-    within-clip spread, so it asks for motion (what changes within the clip), not for identity and pose; plus a
-    small absolute-AU term. ``clips``: the clips drawn from (default: the pretraining pool)."""
+    temporary linear head on the grid of merged tokens (the head is discarded). :data:`S0_LOSS` "absolute": MSE
+    of the standardised targets themselves; "motion" (:func:`_motion_loss`): on values centred over the clip's
+    temporal patches and scaled by the within-clip spread, so it asks for motion (what changes within the clip),
+    not for identity and pose; plus a small absolute-AU term. ``clips``: the clips drawn from (default: the
+    pretraining pool)."""
     visual = model.model.visual
     clips = data.pool if clips is None else clips
     norm = _target_norm(data, clips)
