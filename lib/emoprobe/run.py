@@ -483,11 +483,23 @@ def _helper_spec(backend) -> dict | None:
     return {k: v for k, v in spec.items() if k != "name"}
 
 
-def _helper_init() -> None:
+def _helper_init(log_path: str | None = None) -> None:
     import os
+    import sys
 
     os.environ.pop(ANSWER_LOG_ENV, None)       # the calling process accounts for every answer
     os.environ["EMOPROBE_WORKERS"] = "1"        # a helper starts no helpers of its own
+    # A helper writes to the caller's terminal or notebook only through the caller: its own output (progress
+    # bars, library warnings) goes to a log file, so a chapter's page never shows a helper's stderr. A helper's
+    # failure still reaches the caller as the exception of its task.
+    os.environ.update(TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
     from emoprobe import threads
 
     threads.configure()
@@ -507,9 +519,23 @@ def _helper_pool(n: int):
         from concurrent.futures import ProcessPoolExecutor
 
         ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_helper_init)
+                                 initializer=_helper_init, initargs=(_helper_log(),))
         _HELPERS.update(pool=ex, n=n)
     return ex
+
+
+def _helper_log() -> str | None:
+    """Where helper processes write their output: ``paths.cache()/helpers.log`` (None: discarded)."""
+    import os
+
+    from emoprobe import paths
+
+    try:
+        d = paths.cache()
+        d.mkdir(parents=True, exist_ok=True)
+        return str(d / "helpers.log")
+    except OSError:
+        return os.devnull
 
 
 def shutdown_helpers() -> None:
