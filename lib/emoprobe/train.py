@@ -1402,7 +1402,11 @@ _NOTES = {
         "the last quarter of the cosine schedule). So the committed MicroVLMs were kept. For the record (no choice made on it), "
         "the second run on the test split: macro-F1 0.083, fresh-seed split 0.102; in the MSCE layout it answered "
         "inside the label set on 44/44 clips (it was trained on the format) but 'neutral' on 43; its motion "
-        "summaries hit a moving region on 0.911 of the gaps. SynthFER's expressions are small: at "
+        "summaries hit a moving region on 0.911 of the gaps. A diagnostic run of stage 2 alone with classification only "
+        "(1500 steps, same tower) kept its training loss near chance until the learning rate decayed and ended at "
+        "validation macro-F1 0.18: the language model learns to read the tokens slowly, so what would reach the "
+        "bar is more instruction steps than one CPU core allows (a GPU), or an optimisation that lets it start "
+        "earlier, on this tower (`--recipe motion`). SynthFER's expressions are small: at "
         "the apex the largest expressive-landmark displacement is 0.10-0.14 inter-ocular distances (about 3-4 px "
         "at 112 px; median within-clip landmark motion 1.3 px; `scripts/synthfer_legibility.py`).",
     ],
