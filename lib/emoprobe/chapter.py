@@ -234,6 +234,13 @@ def _call(backend, manifest, kw: dict, seed: int, store, labels) -> pd.DataFrame
     return fn(backend, manifest, seed=seed, store=store, progress=False, **kw)
 
 
+def _kind(name: str, spec, kinds: dict | None) -> str:
+    """A model's kind for the table: ``kinds[name]`` if given, else "vision-only" for the vision backend, else
+    "vlm"."""
+    sdict = spec if isinstance(spec, dict) else (getattr(spec, "spec", {}) or {})
+    return (kinds or {}).get(name) or ("vision-only" if sdict.get("backend") == "vision" else "vlm")
+
+
 def predict(models, manifest: pd.DataFrame, conditions: dict[str, dict], *, seed: int = 0, store=None,
             labels=None, device: str = "auto", n_boot: int = 1000, load_extra: dict | None = None,
             kinds: dict[str, str] | None = None) -> "Predictions":
@@ -250,8 +257,7 @@ def predict(models, manifest: pd.DataFrame, conditions: dict[str, dict], *, seed
     runs, other, timing, kind = {}, {}, {}, {}
     for spec in specs:
         name = display_name(spec)
-        sdict = spec if isinstance(spec, dict) else (getattr(spec, "spec", {}) or {})
-        kind[name] = (kinds or {}).get(name) or ("vision-only" if sdict.get("backend") == "vision" else "vlm")
+        kind[name] = _kind(name, spec, kinds)
         t0 = time.perf_counter()
         backend = load(spec, device, **(load_extra or {}))
         for cond, kw in conditions.items():
@@ -691,8 +697,7 @@ def predict_orders(models, manifest: pd.DataFrame, conditions: dict[str, dict], 
     runs, timing, kind = {}, {}, {}
     for spec in specs:
         name = display_name(spec)
-        sdict = spec if isinstance(spec, dict) else (getattr(spec, "spec", {}) or {})
-        kind[name] = (kinds or {}).get(name) or ("vision-only" if sdict.get("backend") == "vision" else "vlm")
+        kind[name] = _kind(name, spec, kinds)
         t0 = time.perf_counter()
         backend = load(spec, device, **(load_extra or {}))
         for cond, kw in conditions.items():

@@ -23,15 +23,21 @@ WORKERS_ENV = "EMOPROBE_WORKERS"
 
 def default() -> int:
     """Threads per process: ``$EMOPROBE_THREADS`` if set (a positive integer), else :data:`DEFAULT`."""
-    v = os.environ.get(ENV, "").strip()
+    n = _env_count(ENV, "threads")
+    return DEFAULT if n is None else n
+
+
+def _env_count(name: str, what: str) -> int | None:
+    """The positive integer in environment variable ``name`` (None when unset or empty)."""
+    v = os.environ.get(name, "").strip()
     if not v:
-        return DEFAULT
+        return None
     try:
         n = int(v)
     except ValueError:
-        raise ValueError(f"{ENV}={v!r} is not an integer number of threads") from None
+        raise ValueError(f"{name}={v!r} is not an integer number of {what}") from None
     if n < 1:
-        raise ValueError(f"{ENV}={v!r}: the number of threads must be >= 1")
+        raise ValueError(f"{name}={v!r}: the number of {what} must be >= 1")
     return n
 
 
@@ -77,13 +83,5 @@ def workers() -> int:
     of cores, at most 2. :func:`emoprobe.run.classify` starts ``workers() - 1`` helper processes (one torch thread
     each) for runs with many answers still to compute on a CPU model; they share the work through run-store
     leases. 1 turns helpers off (the test suite does)."""
-    v = os.environ.get(WORKERS_ENV, "").strip()
-    if v:
-        try:
-            n = int(v)
-        except ValueError:
-            raise ValueError(f"{WORKERS_ENV}={v!r} is not an integer number of processes") from None
-        if n < 1:
-            raise ValueError(f"{WORKERS_ENV}={v!r}: the number of processes must be >= 1")
-        return n
-    return max(1, min(2, os.cpu_count() or 1))
+    n = _env_count(WORKERS_ENV, "processes")
+    return max(1, min(2, os.cpu_count() or 1)) if n is None else n

@@ -193,6 +193,27 @@ def _fmt(point, lo, hi) -> str:
     return f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def _gate(rule: str, stat, effect, direction: int, margin, f1_ci, k, model):
+    """What :func:`decide_effect` and :func:`decide_null` share: the interval signed so that the claimed (or
+    harmful) direction is positive, the gates (above chance; power) and the minimum detectable effect.
+    Returns ``(point, lo, hi, effect, s_lo, s_hi, mde, failed gate or None)``."""
+    point, lo, hi = _interval(stat)
+    effect = abs(float(effect))
+    if effect <= 0:
+        raise ValueError(f"{rule}: effect (the paper-sized effect) must be non-zero")
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
+    s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)
+    if margin is None:
+        margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
+    # power is not needed when the interval itself settles the claim: it lies beyond a paper-sized effect (the
+    # test resolved one) or entirely on the opposite side of 0
+    gates = [] if s_lo > effect or s_hi < 0 else [powered((lo, hi), effect)]
+    if f1_ci is not None:
+        gates.insert(0, above_chance(f1_ci, k, margin, model))
+    return point, lo, hi, effect, s_lo, s_hi, mde((lo, hi)), _gated(gates)
+
+
 def decide_effect(stat, effect: float, *, direction: int = +1, f1_ci=None, k: int | None = None,
                   margin: float | None = None, measure: str = "the effect", claim: str = "", paper: str = "",
                   model: str = "the model") -> Verdict:
@@ -204,24 +225,10 @@ def decide_effect(stat, effect: float, *, direction: int = +1, f1_ci=None, k: in
     * replicated: the interval excludes 0 on the claimed side (direction·lo' > 0);
     * not replicated: it excludes a paper-sized effect (direction·hi' < effect);
     * inconclusive otherwise or when a gate fails."""
-    point, lo, hi = _interval(stat)
-    effect = abs(float(effect))
-    if effect <= 0:
-        raise ValueError("decide_effect: effect (the paper-sized effect) must be non-zero")
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
-    s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed so that the claimed effect is positive
-    if margin is None:
-        margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
-    # power is not needed when the interval itself settles the claim: it lies beyond a paper-sized effect (the
-    # test resolved one) or entirely on the opposite side of 0 (the data contradict the claimed direction)
-    gates = [] if s_lo > effect or s_hi < 0 else [powered((lo, hi), effect)]
-    if f1_ci is not None:
-        gates.insert(0, above_chance(f1_ci, k, margin, model))
-    m = mde((lo, hi))
+    point, lo, hi, effect, s_lo, s_hi, m, failed = _gate("decide_effect", stat, effect, direction, margin, f1_ci,
+                                                         k, model)
     txt = f"{measure} = {_fmt(point, lo, hi)}"
     side = "above" if direction > 0 else "below"
-    failed = _gated(gates)
     if failed:
         return Verdict(INCONCLUSIVE, point, (lo, hi), f"{txt}; inconclusive because {failed}", failed,
                        claim=claim, measure=measure, paper=paper, mde=m, model=model)
@@ -248,23 +255,10 @@ def decide_null(stat, effect: float, *, direction: int = -1, f1_ci=None, k: int 
     * not replicated: the interval excludes 0 on the harmful side (a change in the claimed-absent direction is
       detected);
     * inconclusive otherwise or when a gate fails."""
-    point, lo, hi = _interval(stat)
-    effect = abs(float(effect))
-    if effect <= 0:
-        raise ValueError("decide_null: effect (the paper-sized effect) must be non-zero")
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
-    s_lo, s_hi = (lo, hi) if direction > 0 else (-hi, -lo)   # signed: the harmful direction is positive
-    if margin is None:
-        margin = max(CHANCE_MARGIN, effect) if direction < 0 else CHANCE_MARGIN
-    # no power needed when a paper-sized change is certain, or a change in the harmless direction is
-    gates = [] if s_lo > effect or s_hi < 0 else [powered((lo, hi), effect)]
-    if f1_ci is not None:
-        gates.insert(0, above_chance(f1_ci, k, margin, model))
-    m = mde((lo, hi))
+    point, lo, hi, effect, s_lo, s_hi, m, failed = _gate("decide_null", stat, effect, direction, margin, f1_ci,
+                                                         k, model)
     txt = f"{measure} = {_fmt(point, lo, hi)}"
     bound = -effect if direction < 0 else effect
-    failed = _gated(gates)
     if failed:
         return Verdict(INCONCLUSIVE, point, (lo, hi), f"{txt}; inconclusive because {failed}", failed,
                        claim=claim, measure=measure, paper=paper, mde=m, model=model)
