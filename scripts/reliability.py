@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,26 +27,17 @@ import pandas as pd
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from emoprobe import data, labels, run, store  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's clip fixture (a script)
+from run_helpers import write_clip as _write_clip  # noqa: E402
 from emoprobe.models import Answer, Backend  # noqa: E402
 
 SAMPLING = {"strategy": "count", "count": 2}
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-def write_clip(path: Path, level: int, n: int = 12, fps: int = 10, size: int = 32) -> Path:
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for _ in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(np.full((size, size, 3), level, np.uint8), format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+def write_clip(path: Path, level: int) -> Path:
+    """A short uniform-grey mpeg4 clip: the test suite's fixture (tests/run_helpers.py), 12 frames."""
+    return _write_clip(path, level, n=12)
 
 
 def make_manifest(d: Path, n: int) -> pd.DataFrame:
@@ -97,15 +87,6 @@ def spawn(csv, db, delay):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def count(db) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def audit(db, man, ref) -> tuple[int, int, bool]:
@@ -134,7 +115,7 @@ def kill_resume(tmp: Path, man: pd.DataFrame, ref: pd.DataFrame, trials: int, rn
         p = spawn(csv, db, 0.03)
         target = rng.randint(2, len(man) - 4)
         deadline = time.monotonic() + 120
-        while count(db) < target and p.poll() is None and time.monotonic() < deadline:
+        while store.answer_count(db) < target and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(rng.random() * 0.05)
         if p.poll() is None:
@@ -161,7 +142,7 @@ def concurrent(tmp: Path, man: pd.DataFrame, ref: pd.DataFrame, trials: int, wor
         store.RunStore(db).close()
         procs = [spawn(csv, db, 0.04) for _ in range(workers)]
         deadline = time.monotonic() + 120
-        while count(db) < len(man) // 4 and time.monotonic() < deadline and procs[0].poll() is None:
+        while store.answer_count(db) < len(man) // 4 and time.monotonic() < deadline and procs[0].poll() is None:
             time.sleep(0.01)
         if procs[0].poll() is None:
             os.kill(procs[0].pid, signal.SIGKILL)

@@ -4,7 +4,6 @@ errors (mid-file corruption, a full disk) name the file; a run stopped by a full
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -45,15 +44,6 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _count(path):
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def _spawn(tmp_path, csv, db, delay):
@@ -74,7 +64,7 @@ def test_concurrent_workers_with_kill9_lose_and_duplicate_nothing(tmp_path):
     procs = [_spawn(tmp_path, csv, db, 0.06) for _ in range(3)]
     try:
         deadline = time.monotonic() + 90
-        while _count(db) < 6 and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        while store.answer_count(db) < 6 and time.monotonic() < deadline and all(p.poll() is None for p in procs):
             time.sleep(0.02)
         os.kill(procs[0].pid, signal.SIGKILL)  # one worker dies holding leases on clips it was computing
         outs = []

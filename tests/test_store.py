@@ -1,6 +1,5 @@
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -160,15 +159,6 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _count(path):
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -186,7 +176,7 @@ def test_resume_after_sigkill(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while _count(db) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        while store.answer_count(db) < 6 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         time.sleep(0.037)  # land somewhere inside a batch

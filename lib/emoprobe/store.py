@@ -762,6 +762,19 @@ for _name, _op in _GUARDED.items():  # every sqlite/pandas/OS error names the st
 del _name, _op
 
 
+def answer_count(path: str | os.PathLike) -> int:
+    """Answers stored in the run store at ``path``, read-only and without waiting on writers' locks for long;
+    0 when the file is missing or unreadable (progress polling by tests and scripts/reliability.py)."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
 def default_path() -> Path:
     from emoprobe import paths
 
