@@ -120,7 +120,8 @@ def stage0(a) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     log = T._CsvLog(out.with_suffix(".csv"))
     t0 = time.time()
-    T._stage0(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0, train_df)
+    T._stage0(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0,
+              T.stage0_clips(train_df, a.workers))
     log.close()
     wall = time.time() - t0
     save_file({k: v.detach().cpu().contiguous() for k, v in model.model.visual.state_dict().items()}, str(out))

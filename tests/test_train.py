@@ -366,3 +366,40 @@ def test_recipes_switch_and_restore(tiny_vlm, tiny_df, tmp_path):
     assert (train.S0_LOSS, train.CLS_PER_CLASS, train.PRETRAIN_STEPS, dict(train.INSTRUCT_MIX)) == base
     with pytest.raises(train.TrainError, match="unknown MicroVLM recipe"):
         train.use_recipe("nope")
+
+
+def test_video_pixels_equal_processor(tiny_vlm, tiny_df):
+    """Stage-0 pixels are built without the processor call, identical to it (odd frame counts included)."""
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    for choice in (("count", 4), ("count", 8), ("fps", 4.0)):
+        vids = [train._frames_for(p, choice)[0] for p in tiny_df["path"].head(3)]
+        vids.append(vids[0][:5])
+        got = train._video_pixels(proc, vids)
+        ref = proc.video_processor(videos=vids, return_tensors="pt")
+        assert torch.equal(got["pixel_values_videos"], ref["pixel_values_videos"])
+        assert torch.equal(got["video_grid_thw"], ref["video_grid_thw"])
+
+
+def test_motion_long_recipe_and_stage0_clips(tiny_df, monkeypatch):
+    """motion-long sets its stage-0 batch, steps, extra seeds and instruction LR; committed restores them; extra
+    stage-0 seeds add whole splits (seeded, no labels read) and never the fresh-seed evaluation split."""
+    from emoprobe import synthfer
+
+    base = (train.S0_BATCH, train.VISION_TOWER_STEPS, train.S0_EXTRA_SEEDS, train.INSTRUCT_LR)
+    assert train.stage0_clips(tiny_df) is tiny_df
+    try:
+        train.use_recipe("motion-long")
+        assert train.S0_BATCH == 32 and train.S0_EXTRA_SEEDS and 7919 not in train.S0_EXTRA_SEEDS
+        assert train.INSTRUCT_LR < base[3] and train.VISION_TOWER_STEPS > base[1]
+        calls = []
+        monkeypatch.setattr(synthfer, "dataset", lambda *a, **k: calls.append(k["seed"]) or tiny_df.head(3))
+        clips = train.stage0_clips(tiny_df.head(5))
+        assert calls == list(train.S0_EXTRA_SEEDS) and len(clips) == 5 + 3 * len(calls)
+        train.S0_EXTRA_SEEDS = (1, 7919)   # use_recipe below restores it
+        with pytest.raises(train.TrainError, match="7919"):
+            train.stage0_clips(tiny_df)
+    finally:
+        train.use_recipe("committed")
+    assert (train.S0_BATCH, train.VISION_TOWER_STEPS, train.S0_EXTRA_SEEDS, train.INSTRUCT_LR) == base

@@ -114,6 +114,10 @@ MICRO_BATCH = 8
 MICRO_LR = 1.5e-3
 INSTRUCT_LR = 1e-3
 INSTRUCT_MIX = {"classify": 0.5, "motion": 0.375, "caption": 0.125}
+S0_BATCH = MICRO_BATCH     # stage-0 clips per step
+S0_EXTRA_SEEDS: tuple = () # stage 0 also draws the clips of these SynthFER MAFW train splits (new seeds, hence new
+                           # identities; stage 0 reads only landmarks and AUs, never a label). Never 7919 (the
+                           # fresh-seed evaluation split of scripts/eval_models.py).
 S0_LOSS = "absolute"       # stage-0 loss: "absolute" (standardised landmark + AU regression) or "motion"
                            # (:func:`_motion_loss`: centred over the clip, within-clip scaled, AU-weighted)
 
@@ -126,10 +130,17 @@ RECIPES = {
     "committed": {},
     "motion": {"S0_LOSS": "motion", "CLS_PER_CLASS": None, "PRETRAIN_STEPS": 800, "INSTRUCT_STEPS": 1500,
                "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
+    # issue 12, fifth session: "motion" with a stage 0 sixteen times larger in clip-steps (batch 32, 6000 steps,
+    # two more unlabelled train splits of new seeds) and a lower instruction LR (3e-4: on cached tokens of the
+    # "motion" tower it left the constant answer earlier than 1e-3 on a dev split held out of the train split;
+    # data/benchmarks/2026-11-30_*). Sized for a lent GPU; on the 2 CPU cores stage 0 takes hours (README).
+    "motion-long": {"S0_LOSS": "motion", "S0_BATCH": 32, "VISION_TOWER_STEPS": 6000, "VISION_TOWER_LR": 2e-3,
+                    "S0_EXTRA_SEEDS": (1, 2), "CLS_PER_CLASS": None, "PRETRAIN_STEPS": 1000,
+                    "INSTRUCT_STEPS": 2500, "INSTRUCT_LR": 3e-4,
+                    "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
 }
 RECIPE = "committed"
-_RECIPE_BASE = {k: globals()[k] for k in ("S0_LOSS", "CLS_PER_CLASS", "PRETRAIN_STEPS", "INSTRUCT_STEPS",
-                                          "INSTRUCT_MIX")}
+_RECIPE_BASE = {k: globals()[k] for k in sorted({k for r in RECIPES.values() for k in r})}
 
 
 def use_recipe(name: str) -> None:
@@ -725,9 +736,21 @@ class _VisionBatches(torch.utils.data.Dataset):
             fr = sampling.sample(row["path"], strategy=strategy, max_frames=MAX_FRAMES, **kw)
             vids.append(fr.frames)
             tgts.append(torch.from_numpy(_patch_targets(self.data.gt(row), float(row["size"]), fr.indices, tps)))
-        enc = self.processor.video_processor(videos=vids, return_tensors="pt")
-        return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"],
-                "targets": torch.cat(tgts)}
+        return {**_video_pixels(self.processor, vids), "targets": torch.cat(tgts)}
+
+
+def _video_pixels(processor, videos: list[np.ndarray]) -> dict:
+    """``pixel_values_videos`` + ``video_grid_thw`` of uint8 videos, as the processor makes them: built directly
+    (``hf.video_patches``, identical tensors) where the processor would not resize, else by the processor."""
+    from . import hf
+
+    vp = processor.video_processor
+    if any(hf.needs_resize(vp, *v.shape[1:3]) for v in videos):
+        enc = vp(videos=videos, return_tensors="pt")
+        return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"]}
+    parts = [hf.video_patches(vp, v) for v in videos]
+    return {"pixel_values_videos": torch.cat([p for p, _ in parts]),
+            "video_grid_thw": torch.tensor([g for _, g in parts], dtype=torch.long)}
 
 
 def _patch_targets(gt: dict, size: float, indices, tps: int) -> np.ndarray:
@@ -857,7 +880,7 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
     head = torch.nn.Linear(n_tok * vc.out_hidden_size, len(norm["mean"])).to(device)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=VISION_TOWER_LR, weight_decay=0.01)
-    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, clips, steps, MICRO_BATCH),
+    loader = torch.utils.data.DataLoader(_VisionBatches(processor, data, clips, steps, S0_BATCH),
                                          batch_size=None, shuffle=False, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
     run = []
@@ -912,6 +935,21 @@ def pretrain_vision_tower(model, processor, data: "_MicroData", steps: int, devi
             run = []
 
 
+def stage0_clips(train_df: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
+    """The clips stage 0 draws from: the non-validation train clips, then (recipe :data:`S0_EXTRA_SEEDS`) every
+    clip of further SynthFER MAFW train splits generated with those seeds (stage 0 reads no label)."""
+    if not S0_EXTRA_SEEDS:
+        return train_df
+    from . import synthfer
+
+    if 7919 in S0_EXTRA_SEEDS:
+        raise TrainError("S0_EXTRA_SEEDS must not hold 7919, the fresh-seed evaluation split")
+    w = workers if workers else max(1, min(2, os.cpu_count() or 1))
+    extra = [_check_manifest(synthfer.dataset("mafw", "train", seed=int(s), workers=w), f"stage-0 seed {s}")
+             for s in S0_EXTRA_SEEDS]
+    return pd.concat([train_df, *extra], ignore_index=True)
+
+
 def _stage0(model, processor, data, steps, device, workers, log, name, t_start, clips) -> None:
     """Stage 0 through a cache: it uses no words, so MicroVLM and MicroVLM-uniform (same seed, same initial
     weights, same clips) get the identical tower; the second reuses the first's instead of recomputing it. The
@@ -927,7 +965,7 @@ def _stage0(model, processor, data, steps, device, workers, log, name, t_start, 
     for k, v in sorted(visual.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([list(clips["clip_id"]), int(steps), VISION_TOWER_LR, MICRO_BATCH, FRAME_MENU, MAX_FRAMES,
+    h.update(json.dumps([list(clips["clip_id"]), int(steps), VISION_TOWER_LR, S0_BATCH, FRAME_MENU, MAX_FRAMES,
                          S0_LOSS, S0_W_LANDMARK, S0_W_AU, S0_W_AU_ABS,
                          device, torch.get_num_threads(), data.seed]).encode())
     for fn in (pretrain_vision_tower, _VisionBatches, _patch_targets, vision_targets, _target_norm, _centre,
@@ -1014,7 +1052,7 @@ def _save_hf(model, processor, out_dir: Path) -> None:
 def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
                    instruct_steps: int = INSTRUCT_STEPS, train_df: pd.DataFrame | None = None,
                    val_df: pd.DataFrame | None = None, eval_every: int = 250, device: str = "cpu",
-                   word_p: dict | None = None, workers: int = 0, vision_steps: int = VISION_TOWER_STEPS,
+                   word_p: dict | None = None, workers: int = 0, vision_steps: int | None = None,
                    vision_tower=None, instruct_mix: dict | None = None) -> dict:
     """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions).
 
@@ -1027,6 +1065,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     ``scripts/microvlm_budget.py``; the committed models use neither)."""
     from . import captions
 
+    vision_steps = VISION_TOWER_STEPS if vision_steps is None else vision_steps
     if train_df is None or val_df is None:
         train_df, val_df = splits(seed)
     _check_manifest(train_df, "microvlm train")
@@ -1056,7 +1095,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
         model.model.visual.load_state_dict(load_file(str(vision_tower), device=str(device)))
         _log(f"{name}: stage-0 tower loaded from {vision_tower}")
     elif vision_steps > 0:
-        _stage0(model, processor, data, vision_steps, device, workers, log, name, t_start, train_df)
+        _stage0(model, processor, data, vision_steps, device, workers, log, name, t_start, stage0_clips(train_df))
     set_seed(seed + 1)   # later stages start from the same RNG state whether stage 0 ran or was reused
     if FREEZE_VISION:
         visual = model.model.visual
@@ -1286,6 +1325,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=0,
                     help="MicroVLM: data-loader processes preparing batches (decoding, processor) beside the "
                          "training process; the batches, hence the weights, are the same for any number")
+    ap.add_argument("--device", default="cpu", help="MicroVLM: cpu or cuda (GPU float arithmetic differs from CPU's)")
+    ap.add_argument("--word-probs", default=None,
+                    help="JSON {mode: {label: p}} of the emotion-word probabilities, where wordfreq is not installed "
+                         "(must equal captions.word_probs; written by scripts/microvlm_budget.py pack)")
     ap.add_argument("--jobs", type=int, default=1, choices=(1, 2),
                     help="with --all: 2 runs two chains side by side in separate processes (microvlm -> lora | "
                          "vision3d -> microvlm-uniform); each process uses --threads, so the weights are the "
@@ -1310,9 +1353,11 @@ def main(argv=None) -> int:
                                     steps=_scaled(VISION_STEPS, s), crt_steps=_scaled(CRT_STEPS, s),
                                     balanced_out=out / "vision3d-balanced",
                                     eval_every=max(1, _scaled(250, s))))
+    word_p = json.loads(Path(a.word_probs).read_text()) if a.word_probs else {}
     for name, mode in (("microvlm", "lexical"), ("microvlm-uniform", "uniform")):
         if name in todo:
-            results[name] = train_microvlm(out / name, mode=mode, seed=a.seed,
+            results[name] = train_microvlm(out / name, mode=mode, seed=a.seed, device=a.device,
+                                           word_p=word_p.get(mode),
                                            vision_steps=_scaled(VISION_TOWER_STEPS, s),
                                            pretrain_steps=_scaled(PRETRAIN_STEPS, s),
                                            instruct_steps=_scaled(INSTRUCT_STEPS, s),
