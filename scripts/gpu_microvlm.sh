@@ -4,7 +4,7 @@
 # Runs on a bare CUDA machine from the repository root, with:
 #   .whl/      decord, av (PyAV: SynthFER writes h264) and transformers 5.24 wheels (the image lacks the first two)
 #   .devdata/  word_probs.json (scripts/microvlm_budget.py pack; wordfreq is not on that machine)
-# Writes logs and the two trained models (tar) under $OUT. SCALE=0.01 DEV=cpu rehearses it on the CPU.
+# Writes logs, the stage-0 tower and the two trained models (tar) under $OUT. SCALE=0.01 DEV=cpu rehearses it on the CPU.
 #   1. SynthFER MAFW train splits of seeds 0 (the train split) and 1, 2 (stage 0 only) generated there
 #   2. stage 0 once (scripts/microvlm_budget.py stage0 -> the recipe's stage-0 cache, + held-out readout R^2)
 #   3. microvlm and microvlm-uniform side by side, both reusing that stage 0
@@ -28,12 +28,14 @@ for s in (0, 1, 2):
 " > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
 echo "data $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gen.log"
 S0=$($PY -c "from emoprobe import train as T; T.use_recipe('motion-long'); print(max(2, round(T.VISION_TOWER_STEPS * $SCALE)))")
-$PY scripts/microvlm_budget.py stage0 --recipe motion-long --steps "$S0" --device "$DEV" --workers "$S0_W" \
+timeout "${S0_LIMIT_S:-360}" $PY scripts/microvlm_budget.py stage0 --recipe motion-long --steps "$S0" --device "$DEV" --workers "$S0_W" \
     --out /tmp/s0/tower.safetensors > "$OUT/stage0.log" 2>&1 || { tail -30 "$OUT/stage0.log"; exit 1; }
 grep -E "vision-tower .*(000|500)/|heldout" "$OUT/stage0.log" | tail -8
+cp /tmp/s0/tower.safetensors "$OUT/"
 echo "stage 0 $(( $(date +%s) - t0 )) s"
+LEFT=$(( ${LIMIT_S:-560} - ($(date +%s) - t0) ))    # end inside the call's limit, logs and tower kept
 for m in microvlm microvlm-uniform; do
-  $PY -m emoprobe.train --only "$m" --recipe motion-long --device "$DEV" --workers "$W" --steps-scale "$SCALE" \
+  timeout "$LEFT" $PY -m emoprobe.train --only "$m" --recipe motion-long --device "$DEV" --workers "$W" --steps-scale "$SCALE" \
       --word-probs .devdata/word_probs.json --out /tmp/models > "$OUT/$m.log" 2>&1 &
 done
 wait
@@ -42,6 +44,4 @@ grep -h -E "instruct .*val|stage 0 reused|Error|error" "$OUT"/microvlm.log "$OUT
 for m in microvlm microvlm-uniform; do
   [ -f "/tmp/models/$m/model.safetensors" ] && tar -C /tmp/models -cf "$OUT/$m.tar" "$m"
 done
-mkdir -p /tmp/extras && cp /tmp/s0/tower.* "$OUT"/*.log /tmp/extras/ 2>/dev/null
-tar -C /tmp -cf "$OUT/extras.tar" extras && rm -f "$OUT"/*.log     # at most 8 files come back
-ls -la "$OUT"
+ls -la "$OUT"    # 8 files: 5 logs, the tower, 2 model tars (at most 8 come back)
