@@ -34,6 +34,7 @@ grep -E "vision-tower .*(000|500)/|heldout" "$OUT/stage0.log" | tail -8
 cp /tmp/s0/tower.safetensors "$OUT/"
 echo "stage 0 $(( $(date +%s) - t0 )) s"
 LEFT=$(( ${LIMIT_S:-560} - ($(date +%s) - t0) ))    # end inside the call's limit, logs and tower kept
+[ "${STAGES12:-1}" = 1 ] && [ "$LEFT" -gt 30 ] || { echo "stages 1-2 skipped (STAGES12=${STAGES12:-1}, ${LEFT} s left)"; exit 0; }
 for m in microvlm microvlm-uniform; do
   timeout "$LEFT" $PY -m emoprobe.train --only "$m" --recipe motion-long --device "$DEV" --workers "$W" --steps-scale "$SCALE" \
       --word-probs .devdata/word_probs.json --out /tmp/models > "$OUT/$m.log" 2>&1 &

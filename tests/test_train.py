@@ -392,7 +392,7 @@ def test_motion_long_recipe_and_stage0_clips(tiny_df, monkeypatch):
     try:
         train.use_recipe("motion-long")
         assert train.S0_BATCH == 32 and train.S0_EXTRA_SEEDS and 7919 not in train.S0_EXTRA_SEEDS
-        assert train.INSTRUCT_LR < base[3] and train.VISION_TOWER_STEPS > base[1]
+        assert train.INSTRUCT_LR < base[3] and train.S0_BATCH * train.VISION_TOWER_STEPS > 8 * base[1]
         calls = []
         monkeypatch.setattr(synthfer, "dataset", lambda *a, **k: calls.append(k["seed"]) or tiny_df.head(3))
         clips = train.stage0_clips(tiny_df.head(5))
@@ -403,3 +403,24 @@ def test_motion_long_recipe_and_stage0_clips(tiny_df, monkeypatch):
     finally:
         train.use_recipe("committed")
     assert (train.S0_BATCH, train.VISION_TOWER_STEPS, train.S0_EXTRA_SEEDS, train.INSTRUCT_LR) == base
+
+
+def test_card_quotes_the_models_own_recipe(tmp_path):
+    """A card quotes the constants of the recipe its model was trained with, whatever recipe is in effect, and
+    names where a stage-0 tower trained elsewhere came from."""
+    d = tmp_path / "microvlm"
+    d.mkdir()
+    meta = {"name": "microvlm", "mode": "lexical", "recipe": "motion-long", "s0_loss": "motion", "vision_steps": 1500,
+            "pretrain_steps": 1000, "instruct_steps": 2500, "word_probs": {}, "instruct_mix": {"classify": 1.0}}
+    (d / "training.json").write_text(json.dumps(meta))
+    (d / "stage0.json").write_text(json.dumps({"device": "NVIDIA H200", "wall_s": 243, "log": "x.log",
+                                               "heldout_within_clip_r2": {"landmark": 0.9, "au": 0.6}}))
+    text = train.write_card(d).read_text()
+    assert train.RECIPE == "committed"
+    assert "1500 steps of 32 clips" in text and "train splits of seeds [1, 2]" in text and "trained on NVIDIA H200" in text
+    assert "lr 0.0003" in text
+    meta["recipe"], meta["s0_loss"] = "committed", "absolute"
+    (d / "training.json").write_text(json.dumps(meta))
+    (d / "stage0.json").unlink()
+    text = train.write_card(d).read_text()
+    assert "lr 0.001" in text and "train splits of seeds" not in text and "trained on NVIDIA H200" not in text
