@@ -6,7 +6,7 @@
 * Vision classifiers (``vision`` backend): 16 frames by count (its native input); accuracy (= UAR = WAR on a
   balanced split), macro-F1, per-class F1.
 * MicroVLMs (``hf`` backend, paper prompt, greedy answers): the frame sampling is CHOSEN ON THE VALIDATION
-  SLICE of the train split (``train.splits``) among ``--options``; the test split is then measured at that
+  SLICE of the train split (``train_data.splits``) among ``--options``; the test split is then measured at that
   sampling (and at ``count:8`` for reference). In-label rate = share of answers whose text is exactly a label
   (case/space-insensitive); macro-F1 counts any other answer as wrong.
 * Motion summaries (MSCE stage 1): on ``--motion-clips`` test clips, every gap of ``keyframes_gaps(key_fps=1,
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emoprobe import captions, labels as L, models, paths, prompts, sampling, synthfer, train
+from emoprobe import captions, labels as L, models, paths, prompts, sampling, synthfer, train_data
 from emoprobe.models import ClassifyRequest, DescribeRequest
 
 LABELS = list(L.MAFW)
@@ -147,7 +147,7 @@ def eval_msce(name: str, test, n_clips: int) -> dict:
     """MSCE on ``n_clips`` test clips with the model as its own describer (stage 1) and classifier (stage 2),
     the requests built as ``run.msce`` builds them (keyframes at 1 fps, m=4 frames per gap)."""
     b = models.load({"backend": "hf", "model": str(_where(name))})
-    sub = train.per_class(test, max(1, n_clips // len(LABELS)), 0, "msce-check")
+    sub = train_data.per_class(test, max(1, n_clips // len(LABELS)), 0, "msce-check")
     prompt = prompts.render("msce", LABELS)
     texts, preds = [], []
     for _, row in sub.iterrows():
@@ -168,7 +168,7 @@ def eval_msce(name: str, test, n_clips: int) -> dict:
 
 def eval_motion(name: str, test, n_clips: int) -> dict:
     b = models.load({"backend": "hf", "model": str(_where(name))})
-    sub = train.per_class(test, max(1, n_clips // len(LABELS)), 0, "motion-check")
+    sub = train_data.per_class(test, max(1, n_clips // len(LABELS)), 0, "motion-check")
     truth, said = [], []
     for _, row in sub.iterrows():
         gt = synthfer.load_gt(row)
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     names = a.models or [p.name for p in sorted(paths.models().iterdir())
                          if (p / "config.json").exists()]
     test = synthfer.dataset("mafw", "test", seed=a.seed)
-    _, val = train.splits(a.seed)
+    _, val = train_data.splits(a.seed)
     fresh = None
     if a.fresh_seed >= 0:
         if a.fresh_seed == a.seed:

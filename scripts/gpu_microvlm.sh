@@ -27,7 +27,7 @@ for s in (0, 1, 2):
     print('seed', s, len(synthfer.dataset('mafw', 'train', seed=s, workers=$GEN_W)), 'clips', flush=True)
 " > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
 echo "data $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gen.log"
-S0=$($PY -c "from emoprobe import train as T; T.use_recipe('motion-long'); print(max(2, round(T.VISION_TOWER_STEPS * $SCALE)))")
+S0=$($PY -c "from emoprobe import train_recipe as R; R.use_recipe('motion-long'); print(max(2, round(R.VISION_TOWER_STEPS * $SCALE)))")
 timeout "${S0_LIMIT_S:-360}" $PY scripts/microvlm_budget.py stage0 --recipe motion-long --steps "$S0" --device "$DEV" --workers "$S0_W" \
     --out /tmp/s0/tower.safetensors > "$OUT/stage0.log" 2>&1 || { tail -30 "$OUT/stage0.log"; exit 1; }
 grep -E "vision-tower .*(000|500)/|heldout" "$OUT/stage0.log" | tail -8

@@ -2,8 +2,8 @@
 
 Issue 5 asks for MicroVLM macro-F1 >= 0.45 and, where the 2-core machine cannot reach it, for the curves that show
 why and what would. This script measures the second part. It runs the committed recipe's stages 1-2 (caption
-pretraining, instruction tuning; ``emoprobe.train.train_microvlm``) on top of a stage-0 vision tower that the
-recipe already trained (the ``data/cache/train/stage0_<key>.safetensors`` that ``train._stage0`` caches, which is
+pretraining, instruction tuning; ``emoprobe.train_loops.train_microvlm``) on top of a stage-0 vision tower that the
+recipe already trained (the ``data/cache/train/stage0_<key>.safetensors`` that ``train_loops.stage0_cached`` caches, which is
 bit-identical to the tower inside the committed ``data/models/microvlm``), with other step counts or another
 instruction mix, and logs the validation curve of the recipe (the 55-clip validation slice, count:8 sampling).
 It never touches ``data/models``; the model it trains goes to ``--out``. Choices are read on validation only.
@@ -31,11 +31,11 @@ def pack(a) -> int:
     import pandas as pd
 
     from emoprobe import captions
-    from emoprobe import train as T
+    from emoprobe import train_data as D, train_recipe as R
 
     dest = Path(a.dest)
-    train_df, val_df = T.splits(a.seed)
-    pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
+    train_df, val_df = D.splits(a.seed)
+    pool = D.per_class(train_df, R.POOL_PER_CLASS, a.seed, "pool")
     src = Path(train_df["path"].iloc[0]).resolve().parent.parent        # <generated>/synthfer/<hash>/
     out = dest / "generated" / "synthfer" / src.name
     (out / "videos").mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def pack(a) -> int:
             shutil.copy2(p, out / p.parent.name / p.name)
         n += 1
     shutil.copy2(a.stage0, dest / "stage0.safetensors")
-    (dest / "word_probs.json").write_text(json.dumps({m: captions.word_probs(T.LABELS, mode=m)
+    (dest / "word_probs.json").write_text(json.dumps({m: captions.word_probs(R.LABELS, mode=m)
                                                       for m in ("lexical", "uniform")}, indent=1))
     print(f"packed {n} clips (pool {len(pool)} + validation {len(val_df)}) of {src.name}, the stage-0 tower and "
           f"the word probabilities into {dest}")
@@ -64,13 +64,13 @@ def run(a) -> int:
     packed = Path(a.packed) if a.packed else None
     if packed:
         os.environ.setdefault("EMOPROBE_GENERATED", str((packed / "generated").resolve()))
-    from emoprobe import train as T
+    from emoprobe import train_data as D, train_loops as TL, train_recipe as R
 
-    T.use_recipe(a.recipe)
+    R.use_recipe(a.recipe)
     stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors"
     if not stage0.exists():
         raise SystemExit(f"{stage0}: no stage-0 tower (run `pack` first or pass --stage0)")
-    mix = dict(T.INSTRUCT_MIX)
+    mix = dict(R.INSTRUCT_MIX)
     if a.classify_share is not None:
         rest = 1.0 - a.classify_share
         other = mix["motion"] + mix["caption"]
@@ -80,9 +80,9 @@ def run(a) -> int:
     if packed and (packed / "word_probs.json").exists():
         word_p = json.loads((packed / "word_probs.json").read_text())[a.mode]
     torch.set_num_threads(a.threads)
-    train_df, val_df = T.splits(a.seed)
+    train_df, val_df = D.splits(a.seed)
     t0 = time.time()
-    meta = T.train_microvlm(Path(a.out), mode=a.mode, seed=a.seed, pretrain_steps=a.pretrain_steps,
+    meta = TL.train_microvlm(Path(a.out), mode=a.mode, seed=a.seed, pretrain_steps=a.pretrain_steps,
                             instruct_steps=a.instruct_steps, train_df=train_df, val_df=val_df,
                             eval_every=a.eval_every, device=a.device, word_p=word_p, workers=a.workers,
                             vision_tower=stage0, instruct_mix=mix)
@@ -97,7 +97,7 @@ def run(a) -> int:
 
 
 def stage0(a) -> int:
-    """Stage 0 alone, as the recipe runs it (same build, seed, clips, batches, through ``train._stage0``, so the
+    """Stage 0 alone, as the recipe runs it (same build, seed, clips, batches, through ``train_loops.stage0_cached``, so the
     tower lands in the recipe's stage-0 cache and a later ``python -m emoprobe.train`` with the same step count
     reuses it), with another step count. Then the selection metric: held-out within-clip R^2 of a ridge readout
     from the merged tokens to the landmark / AU motion (fitted on the pool, scored on the validation slice)."""
@@ -106,27 +106,27 @@ def stage0(a) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from emoprobe import train as T
+    from emoprobe import train_data as D, train_loops as TL, train_recipe as R
 
     torch.set_num_threads(a.threads)
-    T.use_recipe(a.recipe)
-    train_df, val = T.splits(a.seed)
-    pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
-    gt = T._GT()
+    R.use_recipe(a.recipe)
+    train_df, val = D.splits(a.seed)
+    pool = D.per_class(train_df, R.POOL_PER_CLASS, a.seed, "pool")
+    gt = D.GroundTruth()
     with tempfile.TemporaryDirectory() as d:
-        processor, model = T.new_microvlm(d, pool, gt, a.seed, a.device)
-    data = T._MicroData(pool, pool, gt, a.seed, {k: 0.0 for k in T.LABELS})   # stage 0 uses no words
+        processor, model = TL.new_microvlm(d, pool, gt, a.seed, a.device)
+    data = D.MicroData(pool, pool, gt, a.seed, {k: 0.0 for k in R.LABELS})   # stage 0 uses no words
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    log = T._CsvLog(out.with_suffix(".csv"))
+    log = TL.CsvLog(out.with_suffix(".csv"))
     t0 = time.time()
-    T._stage0(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0,
-              T.stage0_clips(train_df, a.workers))
+    TL.stage0_cached(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0,
+                     D.stage0_clips(train_df, a.workers))
     log.close()
     wall = time.time() - t0
     save_file({k: v.detach().cpu().contiguous() for k, v in model.model.visual.state_dict().items()}, str(out))
     model.to("cpu").eval()
-    r2 = T.stage0_readout_r2(model, processor, val, gt, fit=pool)
+    r2 = TL.stage0_readout_r2(model, processor, val, gt, fit=pool)
     info = {"tower": out.name, "recipe": a.recipe, "steps": a.steps, "wall_s": round(wall, 1), "threads": a.threads,
             "heldout_within_clip_r2": {k: round(v, 3) for k, v in r2.items()},
             "readout": "ridge from merged tokens (count:8, centred per clip) fitted on the pool, scored on the "
@@ -151,13 +151,13 @@ def probe(a) -> int:
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from emoprobe import paths
-    from emoprobe import train as T
+    from emoprobe import train_data as D, train_recipe as R
 
     torch.set_num_threads(a.threads)
-    train_df, val = T.splits(a.seed)
-    hold = T.per_class(train_df, 15, a.seed, "probe-hold")
+    train_df, val = D.splits(a.seed)
+    hold = D.per_class(train_df, 15, a.seed, "probe-hold")
     rest = train_df[~train_df["clip_id"].isin(set(hold["clip_id"]))].reset_index(drop=True)
-    pool = T.per_class(train_df, T.POOL_PER_CLASS, a.seed, "pool")
+    pool = D.per_class(train_df, R.POOL_PER_CLASS, a.seed, "pool")
     base = paths.models() / "microvlm"
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base).eval()
@@ -167,7 +167,7 @@ def probe(a) -> int:
     def feats(df):
         out = []
         for i in range(0, len(df), 16):
-            vids = [T._frames_for(r.path, ("count", 8))[0] for r in df.iloc[i:i + 16].itertuples()]
+            vids = [D.frames_for(r.path, ("count", 8))[0] for r in df.iloc[i:i + 16].itertuples()]
             enc = processor.video_processor(videos=vids, return_tensors="pt")
             with torch.no_grad():
                 o = model.model.get_video_features(enc["pixel_values_videos"], enc["video_grid_thw"]).pooler_output
@@ -175,7 +175,7 @@ def probe(a) -> int:
         return np.stack(out)
 
     heldout = pd.concat([hold, val], ignore_index=True)
-    y = {k: np.array([T.LABELS.index(x) for x in df["label"]]) for k, df in (("hold", heldout), ("rest", rest))}
+    y = {k: np.array([R.LABELS.index(x) for x in df["label"]]) for k, df in (("hold", heldout), ("rest", rest))}
     fe, fr = feats(heldout), feats(rest)
     in_pool = rest["clip_id"].isin(set(pool["clip_id"])).to_numpy()
     rows = []
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--recipe", default="committed", help="train.RECIPES name (stage-2 data and mix)")
+    r.add_argument("--recipe", default="committed", help="train_recipe.RECIPES name (stage-2 data and mix)")
     s0 = sub.add_parser("stage0", help="stage 0 alone with another step count (writes the tower + its log)")
     s0.add_argument("--steps", type=int, required=True)
     s0.add_argument("--out", required=True, help="tower .safetensors (log beside it as .csv)")
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     s0.add_argument("--device", default="cpu")
     s0.add_argument("--workers", type=int, default=0)
     s0.add_argument("--threads", type=int, default=1)
-    s0.add_argument("--recipe", default="motion", help="train.RECIPES name (its stage-0 loss)")
+    s0.add_argument("--recipe", default="motion", help="train_recipe.RECIPES name (its stage-0 loss)")
     pr = sub.add_parser("probe", help="linear probes on the merged video tokens the language model receives")
     pr.add_argument("--tower", default=None, help="tower .safetensors (default: the committed microvlm's)")
     pr.add_argument("--out", default=None, help="write the rows as JSON")
@@ -238,11 +238,11 @@ def main(argv=None) -> int:
         return stage0(a)
     if a.cmd == "probe":
         return probe(a)
-    from emoprobe import train as T
+    from emoprobe import train_recipe as R
 
-    T.use_recipe(a.recipe)
-    a.pretrain_steps = T.PRETRAIN_STEPS if a.pretrain_steps is None else a.pretrain_steps
-    a.instruct_steps = T.INSTRUCT_STEPS if a.instruct_steps is None else a.instruct_steps
+    R.use_recipe(a.recipe)
+    a.pretrain_steps = R.PRETRAIN_STEPS if a.pretrain_steps is None else a.pretrain_steps
+    a.instruct_steps = R.INSTRUCT_STEPS if a.instruct_steps is None else a.instruct_steps
     return run(a)
 
 

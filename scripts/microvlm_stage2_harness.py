@@ -13,17 +13,17 @@ import os, sys, time, json, argparse
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np, torch
 from emoprobe import threads; threads.configure()
-from emoprobe import train as T
+from emoprobe import train_data as D, train_loops as TL, train_recipe as R
 from safetensors.torch import load_file
 
 CACHE = "/tmp/h/feats_%s.pt"
 os.makedirs("/tmp/h", exist_ok=True)
 
 def build(seed=0):
-    train_df, val_df = T.splits(seed)
-    pool = T.per_class(train_df, T.POOL_PER_CLASS, seed, "pool")
-    gt = T._GT()
-    processor, model = T.new_microvlm("/tmp/h/m_%d" % os.getpid(), pool, gt, seed)
+    train_df, val_df = D.splits(seed)
+    pool = D.per_class(train_df, R.POOL_PER_CLASS, seed, "pool")
+    gt = D.GroundTruth()
+    processor, model = TL.new_microvlm("/tmp/h/m_%d" % os.getpid(), pool, gt, seed)
     return train_df, val_df, pool, processor, model
 
 class _Flat(torch.nn.Module):
@@ -44,11 +44,11 @@ def features(tower, choice=("count", 8)):
     df = pd.concat([train_df, val_df])
     t0 = time.time()
     for i, (_, r) in enumerate(df.iterrows()):
-        fr, t = T._frames_for(r["path"], choice)
-        enc = processor.video_processor(videos=[fr], video_metadata=[T.video_metadata(fr, t)], return_tensors="pt")
+        fr, t = D.frames_for(r["path"], choice)
+        enc = processor.video_processor(videos=[fr], video_metadata=[D.video_metadata(fr, t)], return_tensors="pt")
         with torch.no_grad():
             o = vis(enc["pixel_values_videos"], grid_thw=enc["video_grid_thw"]).pooler_output
-        out[r["clip_id"]] = (o.to(torch.float16), enc["video_grid_thw"][0].clone(), 2.0 / float(T.video_fps(t)))
+        out[r["clip_id"]] = (o.to(torch.float16), enc["video_grid_thw"][0].clone(), 2.0 / float(D.video_fps(t)))
         if i % 500 == 0:
             print("feat", i, time.time() - t0, flush=True)
     vis.merger = real
@@ -58,11 +58,11 @@ def features(tower, choice=("count", 8)):
 def label_rows(processor):
     """Token rows (input_ids, mm_token_type_ids, labels) of the paper prompt + each label, count:8 layout."""
     from emoprobe import prompts
-    prompt = prompts.render("paper", T.LABELS)
+    prompt = prompts.render("paper", R.LABELS)
     fr = np.zeros((8, 112, 112, 3), np.uint8); t = np.linspace(0, 3, 8)
     rows = {}
-    for lab in T.LABELS:
-        b = T.make_batch(processor, [T.Example(fr, t, prompt, lab)])
+    for lab in R.LABELS:
+        b = D.make_batch(processor, [D.Example(fr, t, prompt, lab)])
         rows[lab] = {k: b[k][0] for k in ("input_ids", "mm_token_type_ids", "labels") if k in b}
     return rows
 
@@ -93,7 +93,7 @@ def patch_visual(model):
 
 def score_eval(model, rows, feats, pad_id, clips, labels, bs=44):
     model.eval()
-    items = [(c, l) for c in clips for l in T.LABELS]
+    items = [(c, l) for c in clips for l in R.LABELS]
     losses = []
     with torch.no_grad():
         for i in range(0, len(items), bs):
@@ -103,9 +103,9 @@ def score_eval(model, rows, feats, pad_id, clips, labels, bs=44):
             ll = torch.nn.functional.cross_entropy(lg.transpose(1, 2), tg.clamp(min=0), reduction="none")
             ll = (ll * (tg != -100)).sum(1)
             losses.append(ll)
-    S = torch.cat(losses).reshape(len(clips), len(T.LABELS)).numpy()
-    pred = S.argmin(1); yt = np.array([T.LABELS.index(l) for l in labels])
-    f1 = T._macro_f1(list(yt), list(pred), len(T.LABELS))
+    S = torch.cat(losses).reshape(len(clips), len(R.LABELS)).numpy()
+    pred = S.argmin(1); yt = np.array([R.LABELS.index(l) for l in labels])
+    f1 = TL.macro_f1(list(yt), list(pred), len(R.LABELS))
     top = np.bincount(pred, minlength=11).max() / len(pred)
     return dict(f1=f1, acc=float((pred == yt).mean()), top=float(top))
 
@@ -136,11 +136,11 @@ def main():
     patch_visual(model)
     for n, p in model.model.visual.named_parameters():
         p.requires_grad_(n.startswith("merger."))
-    dev = T.per_class(train_df, a.dev_per_class, 123, "dev")
+    dev = D.per_class(train_df, a.dev_per_class, 123, "dev")
     tr = train_df[~train_df.clip_id.isin(set(dev.clip_id))]
     if a.train_per_class:
-        tr = T.per_class(tr, a.train_per_class, 0, "trsub")
-    by = [tr[tr.label == l].clip_id.tolist() for l in T.LABELS]
+        tr = D.per_class(tr, a.train_per_class, 0, "trsub")
+    by = [tr[tr.label == l].clip_id.tolist() for l in R.LABELS]
     rows = label_rows(processor); pad = processor.tokenizer.pad_token_id
     merger = [p for n, p in model.named_parameters() if p.requires_grad and "visual.merger" in n]
     lm = [p for n, p in model.named_parameters() if p.requires_grad and "visual.merger" not in n]
@@ -150,12 +150,12 @@ def main():
     t0 = time.time(); run = []
     hist = []
     for step in range(a.steps):
-        f = T._cosine(step, a.steps, 1.0, a.warmup)
+        f = TL.cosine_lr(step, a.steps, 1.0, a.warmup)
         for g, gg in zip(opt.param_groups, groups):
             g["lr"] = gg["base"] * f
         items = []
         for _ in range(a.bs):
-            c = int(rng.integers(11)); items.append((by[c][int(rng.integers(len(by[c])))], T.LABELS[c]))
+            c = int(rng.integers(11)); items.append((by[c][int(rng.integers(len(by[c])))], R.LABELS[c]))
         model.train()
         loss = model(**collate(rows, feats, pad, items)).loss
         opt.zero_grad(); loss.backward()
@@ -178,8 +178,8 @@ def probe(tower):
     from sklearn.preprocessing import StandardScaler
 
     feats = features(tower)
-    tr, _ = T.splits(0)
-    dev = T.per_class(tr, 20, 123, "dev")
+    tr, _ = D.splits(0)
+    dev = D.per_class(tr, 20, 123, "dev")
     rest = tr[~tr.clip_id.isin(set(dev.clip_id))]
 
     def X(df, mode):

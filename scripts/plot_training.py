@@ -5,7 +5,7 @@
 
 Writes ``data/models/<name>/training_curves.png``: left, the training loss of every stage against the step
 (one panel row per stage, since stages have different losses); right, the validation-slice macro-F1 where the
-stage measured it. The model card (``python -m emoprobe.train`` / ``write_card``) links the figure.
+stage measured it. The model card (``python -m emoprobe.train`` / ``emoprobe.cards.write_card``) links the figure.
 """
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ def test_data_and_sampling_share_one_error_type_without_an_import_loop():
 
 
 def test_sampled_fps_convention_is_one_function():
-    from emoprobe import hf, train
+    from emoprobe import hf, train_data
 
-    assert hf.sampling_fps is sampling.sampled_fps and train.video_fps is sampling.sampled_fps
+    assert hf.sampling_fps is sampling.sampled_fps and train_data.video_fps is sampling.sampled_fps
     assert sampling.sampled_fps(np.arange(5) / 5.0) == pytest.approx(5.0)
     assert sampling.sampled_fps([0.0]) == 1.0 and sampling.sampled_fps([0.0, 0.0]) == 1.0
     # the median step, not the mean: one long gap does not change the rate
@@ -57,7 +57,7 @@ def test_macro_f1_score_matches_sklearn_and_counts_missing_predictions_wrong():
 
 
 def test_train_validation_f1_is_the_metrics_one():
-    from emoprobe import train
+    from emoprobe import train_loops
 
-    assert train._macro_f1([0, 1, 2, 2], [0, 1, 1, None], 3) == pytest.approx(
+    assert train_loops.macro_f1([0, 1, 2, 2], [0, 1, 1, None], 3) == pytest.approx(
         metrics.macro_f1_score([0, 1, 2, 2], [0, 1, 1, None], range(3)))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from emoprobe import captions, labels, models, paths, prompts, sampling, train, vision
+from emoprobe import captions, cards, labels, models, paths, prompts, sampling, train, vision
+from emoprobe import train_data as D, train_loops as TL, train_recipe as R
 from emoprobe.models import ClassifyRequest, DescribeRequest, ModelError
 
 MAFW = list(labels.MAFW)
@@ -98,11 +99,11 @@ def _decreasing(losses):
 def test_vision_few_steps_fixed_batch(tiny_df):
     torch.manual_seed(0)
     cfg = dict(vision.DEFAULT_CONFIG, labels=MAFW)
-    X = train.vision_cache(tiny_df.head(8), cfg)
+    X = D.vision_cache(tiny_df.head(8), cfg)
     y = torch.as_tensor([MAFW.index(l) for l in tiny_df.head(8)["label"]])
     m = vision.build(cfg, len(MAFW))
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    x = train._vision_batch(X, np.arange(8), None, cfg)
+    x = D.vision_batch(X, np.arange(8), None, cfg)
     losses = []
     for _ in range(6):
         loss = torch.nn.functional.cross_entropy(m(x), y)
@@ -130,9 +131,9 @@ def test_microvlm_few_steps_fixed_batch(tiny_vlm, tiny_df):
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
     ex = []
     for _, row in tiny_df.head(2).iterrows():
-        fr, t = train._frames_for(row["path"], ("count", 4))
-        ex.append(train.Example(fr, t, prompts.render("paper", MAFW), row["label"]))
-    batch = train.make_batch(proc, ex)
+        fr, t = D.frames_for(row["path"], ("count", 4))
+        ex.append(D.Example(fr, t, prompts.render("paper", MAFW), row["label"]))
+    batch = D.make_batch(proc, ex)
     n_ans = (batch["labels"] != -100).sum(1)
     assert (n_ans >= 2).all()            # label tokens + end of turn, nothing else
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -156,16 +157,16 @@ def test_vision_targets_and_stage0_few_steps(tiny_vlm, tiny_df, tmp_path, monkey
 
     row = tiny_df.iloc[0]
     gt = synthfer.load_gt(row)
-    y = train.vision_targets(gt, float(row["size"]))
+    y = D.vision_targets(gt, float(row["size"]))
     assert y.shape == (len(gt["t"]), 26 * 2 + len(gt["au_names"]))
     assert 0 < y[:, :52].min() and y[:, :52].max() < 1        # landmarks inside the frame
     torch.manual_seed(0)
     proc = AutoProcessor.from_pretrained(tiny_vlm)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
     before = {n: p.detach().clone() for n, p in model.model.visual.named_parameters()}
-    data = train._MicroData(tiny_df, tiny_df, train._GT(), 0, captions.word_probs(MAFW, "uniform"))
-    log = train._CsvLog(tmp_path / "log.csv")
-    train.pretrain_vision_tower(model, proc, data, 3, "cpu", 0, log, "t", 0.0, clips=tiny_df.head(6))
+    data = D.MicroData(tiny_df, tiny_df, D.GroundTruth(), 0, captions.word_probs(MAFW, "uniform"))
+    log = TL.CsvLog(tmp_path / "log.csv")
+    TL.pretrain_vision_tower(model, proc, data, 3, "cpu", 0, log, "t", 0.0, clips=tiny_df.head(6))
     log.close()
     rows = pd.read_csv(tmp_path / "log.csv")
     assert list(rows["stage"]) == ["vision"] and np.isfinite(rows[["loss", "landmark_rmse_px"]].values).all()
@@ -179,20 +180,20 @@ def test_vision_targets_and_stage0_few_steps(tiny_vlm, tiny_df, tmp_path, monkey
 
     monkeypatch.setenv("EMOPROBE_CACHE", str(tmp_path / "cache"))
     a, b = fresh(), fresh()
-    la, lb = train._CsvLog(tmp_path / "a.csv"), train._CsvLog(tmp_path / "b.csv")
-    train._stage0(a, proc, data, 2, "cpu", 0, la, "a", 0.0, tiny_df.head(6))
+    la, lb = TL.CsvLog(tmp_path / "a.csv"), TL.CsvLog(tmp_path / "b.csv")
+    TL.stage0_cached(a, proc, data, 2, "cpu", 0, la, "a", 0.0, tiny_df.head(6))
     assert len(list((tmp_path / "cache" / "train").glob("stage0_*.safetensors"))) == 1
-    train._stage0(b, proc, data, 2, "cpu", 0, lb, "b", 0.0, tiny_df.head(6))
+    TL.stage0_cached(b, proc, data, 2, "cpu", 0, lb, "b", 0.0, tiny_df.head(6))
     la.close(), lb.close()
     sa, sb = a.model.visual.state_dict(), b.model.visual.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert pd.read_csv(tmp_path / "a.csv")["loss"].tolist() == pd.read_csv(tmp_path / "b.csv")["loss"].tolist()
-    train._stage0(fresh(), proc, data, 3, "cpu", 0, train._CsvLog(tmp_path / "c.csv"), "c", 0.0, tiny_df.head(6))
+    TL.stage0_cached(fresh(), proc, data, 3, "cpu", 0, TL.CsvLog(tmp_path / "c.csv"), "c", 0.0, tiny_df.head(6))
     assert len(list((tmp_path / "cache" / "train").glob("stage0_*.safetensors"))) == 2   # other steps: new key
 
 
 def test_lora_balanced_few_steps(tiny_vlm, tiny_df, tmp_path):
-    meta = train.lora_balanced(tiny_vlm, tiny_df, 1, tmp_path / "lora", steps=3, seed=0, batch_size=2)
+    meta = TL.lora_balanced(tiny_vlm, tiny_df, 1, tmp_path / "lora", steps=3, seed=0, batch_size=2)
     assert meta["targets"] == ["q_proj", "v_proj"] and meta["clips"] == len(MAFW)
     assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
     assert (tmp_path / "lora" / "config.json").exists()            # merged checkpoint (small model)
@@ -200,23 +201,23 @@ def test_lora_balanced_few_steps(tiny_vlm, tiny_df, tmp_path):
 
     log = pd.read_csv(tmp_path / "lora" / "train_log.csv")
     assert np.isfinite(log["loss"]).all()
-    with pytest.raises(train.TrainError):
-        train.lora_balanced(tiny_vlm, tiny_df, 10**6, tmp_path / "x", steps=1)
+    with pytest.raises(R.TrainError):
+        TL.lora_balanced(tiny_vlm, tiny_df, 10**6, tmp_path / "x", steps=1)
 
 
 def test_video_fps_matches_hf_convention():
     from emoprobe import hf
 
     for t in (np.array([0.0]), np.arange(8) / 4.0, np.array([0, 0.24, 0.52, 0.76, 1.0]), np.array([0.5, 0.0, 1.0])):
-        assert train.video_fps(t) == pytest.approx(hf.sampling_fps(t))
+        assert D.video_fps(t) == pytest.approx(hf.sampling_fps(t))
 
 
 def test_per_class_errors():
     import pandas as pd
 
     df = pd.DataFrame({"clip_id": ["a", "b"], "path": ["x", "y"], "label": ["anger", "fear"]})
-    with pytest.raises(train.TrainError, match="too few"):
-        train.per_class(df, 1, 0, "t")
+    with pytest.raises(R.TrainError, match="too few"):
+        D.per_class(df, 1, 0, "t")
 
 
 # ------------------------------------------------------------------------------------------------ committed checkpoints
@@ -302,19 +303,19 @@ def test_stage0_motion_loss_ignores_each_clips_constant_offset():
     tgt = torch.randn(7, d, generator=g)
     pred = torch.randn(7, d, generator=g)
     counts = [3, 4]
-    base = train._motion_loss(pred, tgt, counts, norm, n_lm)
+    base = TL._motion_loss(pred, tgt, counts, norm, n_lm)
     shift = torch.zeros(7, d)
     shift[:3, :n_lm] += 5.0                      # clip 1: a constant landmark offset
     shift[3:, :n_lm] -= 2.0
-    moved = train._motion_loss(pred, tgt + shift, counts, norm, n_lm)
+    moved = TL._motion_loss(pred, tgt + shift, counts, norm, n_lm)
     assert moved[1].item() == pytest.approx(base[1].item(), rel=1e-5)
     assert moved[2].item() == pytest.approx(base[2].item(), rel=1e-5)
     shift_au = torch.zeros(7, d)
     shift_au[:3, n_lm:] += 1.0
-    au = train._motion_loss(pred, tgt + shift_au, counts, norm, n_lm)
+    au = TL._motion_loss(pred, tgt + shift_au, counts, norm, n_lm)
     assert au[2].item() == pytest.approx(base[2].item(), rel=1e-5) and au[3].item() != pytest.approx(base[3].item())
     # perfect motion prediction (up to a per-clip constant) gives zero motion loss
-    perfect = train._motion_loss((tgt + shift) / 0.5, tgt, counts, norm, n_lm)
+    perfect = TL._motion_loss((tgt + shift) / 0.5, tgt, counts, norm, n_lm)
     assert perfect[1].item() < 1e-10 and perfect[2].item() < 1e-10
 
 
@@ -325,20 +326,20 @@ def test_msce_layout_examples_train_only_the_label(tiny_vlm, tiny_df):
     from transformers import AutoProcessor
 
     proc = AutoProcessor.from_pretrained(tiny_vlm)
-    data = train._MicroData(tiny_df, tiny_df, train._GT(), 0, captions.word_probs(MAFW, "uniform"))
-    e = data.msce_example(train._rng(0, "t"))
+    data = D.MicroData(tiny_df, tiny_df, D.GroundTruth(), 0, captions.word_probs(MAFW, "uniform"))
+    e = data.msce_example(D.seeded_rng(0, "t"))
     assert e.task == "msce" and len(e.context) == len(e.frames) - 1 and e.answer in MAFW
-    b = train.make_batch(proc, [e])
+    b = D.make_batch(proc, [e])
     assert "pixel_values" in b and "pixel_values_videos" not in b
     text = proc.tokenizer.decode(b["input_ids"][0])
     assert "Motion: " + e.context[0] in text and "Frame 2: " in text
     assert proc.tokenizer.decode(b["input_ids"][0][b["labels"][0] != -100]).startswith(e.answer)
-    fr, t = train._frames_for(tiny_df["path"].iloc[0], ("count", 4))
-    v = train.Example(fr, t, prompts.render("paper", MAFW), tiny_df["label"].iloc[0])
-    bs = train.make_batches(proc, [v, e, v])
+    fr, t = D.frames_for(tiny_df["path"].iloc[0], ("count", 4))
+    v = D.Example(fr, t, prompts.render("paper", MAFW), tiny_df["label"].iloc[0])
+    bs = D.make_batches(proc, [v, e, v])
     assert [x["n_examples"] for x in bs] == [2, 1]
-    with pytest.raises(train.TrainError):
-        train.make_batch(proc, [v, e])
+    with pytest.raises(R.TrainError):
+        D.make_batch(proc, [v, e])
 
 
 def test_recipes_switch_and_restore(tiny_vlm, tiny_df, tmp_path):
@@ -346,26 +347,26 @@ def test_recipes_switch_and_restore(tiny_vlm, tiny_df, tmp_path):
     import pandas as pd
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    base = (train.S0_LOSS, train.CLS_PER_CLASS, train.PRETRAIN_STEPS, dict(train.INSTRUCT_MIX))
+    base = (R.S0_LOSS, R.CLS_PER_CLASS, R.PRETRAIN_STEPS, dict(R.INSTRUCT_MIX))
     try:
-        train.use_recipe("motion")
-        assert train.S0_LOSS == "motion" and train.CLS_PER_CLASS is None and "msce" in train.INSTRUCT_MIX
-        assert sum(train.INSTRUCT_MIX.values()) == pytest.approx(1.0)
+        R.use_recipe("motion")
+        assert R.S0_LOSS == "motion" and R.CLS_PER_CLASS is None and "msce" in R.INSTRUCT_MIX
+        assert sum(R.INSTRUCT_MIX.values()) == pytest.approx(1.0)
         proc = AutoProcessor.from_pretrained(tiny_vlm)
         torch.manual_seed(0)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
-        data = train._MicroData(tiny_df, tiny_df, train._GT(), 0, captions.word_probs(MAFW, "uniform"))
-        log = train._CsvLog(tmp_path / "log.csv")
-        train.pretrain_vision_tower(model, proc, data, 2, "cpu", 0, log, "t", 0.0, clips=tiny_df.head(6))
+        data = D.MicroData(tiny_df, tiny_df, D.GroundTruth(), 0, captions.word_probs(MAFW, "uniform"))
+        log = TL.CsvLog(tmp_path / "log.csv")
+        TL.pretrain_vision_tower(model, proc, data, 2, "cpu", 0, log, "t", 0.0, clips=tiny_df.head(6))
         log.close()
         assert np.isfinite(pd.read_csv(tmp_path / "log.csv")[["loss", "landmark_rmse_px", "au_mse_std"]].values).all()
         tasks = {e.task for step in range(6) for e in data.batch("instruct", step, 8)}
         assert "msce" in tasks
     finally:
-        train.use_recipe("committed")
-    assert (train.S0_LOSS, train.CLS_PER_CLASS, train.PRETRAIN_STEPS, dict(train.INSTRUCT_MIX)) == base
-    with pytest.raises(train.TrainError, match="unknown MicroVLM recipe"):
-        train.use_recipe("nope")
+        R.use_recipe("committed")
+    assert (R.S0_LOSS, R.CLS_PER_CLASS, R.PRETRAIN_STEPS, dict(R.INSTRUCT_MIX)) == base
+    with pytest.raises(R.TrainError, match="unknown MicroVLM recipe"):
+        R.use_recipe("nope")
 
 
 def test_video_pixels_equal_processor(tiny_vlm, tiny_df):
@@ -374,9 +375,9 @@ def test_video_pixels_equal_processor(tiny_vlm, tiny_df):
 
     proc = AutoProcessor.from_pretrained(tiny_vlm)
     for choice in (("count", 4), ("count", 8), ("fps", 4.0)):
-        vids = [train._frames_for(p, choice)[0] for p in tiny_df["path"].head(3)]
+        vids = [D.frames_for(p, choice)[0] for p in tiny_df["path"].head(3)]
         vids.append(vids[0][:5])
-        got = train._video_pixels(proc, vids)
+        got = D.video_pixels(proc, vids)
         ref = proc.video_processor(videos=vids, return_tensors="pt")
         assert torch.equal(got["pixel_values_videos"], ref["pixel_values_videos"])
         assert torch.equal(got["video_grid_thw"], ref["video_grid_thw"])
@@ -387,22 +388,22 @@ def test_motion_long_recipe_and_stage0_clips(tiny_df, monkeypatch):
     stage-0 seeds add whole splits (seeded, no labels read) and never the fresh-seed evaluation split."""
     from emoprobe import synthfer
 
-    base = (train.S0_BATCH, train.VISION_TOWER_STEPS, train.S0_EXTRA_SEEDS, train.INSTRUCT_LR)
-    assert train.stage0_clips(tiny_df) is tiny_df
+    base = (R.S0_BATCH, R.VISION_TOWER_STEPS, R.S0_EXTRA_SEEDS, R.INSTRUCT_LR)
+    assert D.stage0_clips(tiny_df) is tiny_df
     try:
-        train.use_recipe("motion-long")
-        assert train.S0_BATCH == 32 and train.S0_EXTRA_SEEDS and 7919 not in train.S0_EXTRA_SEEDS
-        assert train.INSTRUCT_LR < base[3] and train.S0_BATCH * train.VISION_TOWER_STEPS > 8 * base[1]
+        R.use_recipe("motion-long")
+        assert R.S0_BATCH == 32 and R.S0_EXTRA_SEEDS and 7919 not in R.S0_EXTRA_SEEDS
+        assert R.INSTRUCT_LR < base[3] and R.S0_BATCH * R.VISION_TOWER_STEPS > 8 * base[1]
         calls = []
         monkeypatch.setattr(synthfer, "dataset", lambda *a, **k: calls.append(k["seed"]) or tiny_df.head(3))
-        clips = train.stage0_clips(tiny_df.head(5))
-        assert calls == list(train.S0_EXTRA_SEEDS) and len(clips) == 5 + 3 * len(calls)
-        train.S0_EXTRA_SEEDS = (1, 7919)   # use_recipe below restores it
-        with pytest.raises(train.TrainError, match="7919"):
-            train.stage0_clips(tiny_df)
+        clips = D.stage0_clips(tiny_df.head(5))
+        assert calls == list(R.S0_EXTRA_SEEDS) and len(clips) == 5 + 3 * len(calls)
+        R.S0_EXTRA_SEEDS = (1, 7919)   # use_recipe below restores it
+        with pytest.raises(R.TrainError, match="7919"):
+            D.stage0_clips(tiny_df)
     finally:
-        train.use_recipe("committed")
-    assert (train.S0_BATCH, train.VISION_TOWER_STEPS, train.S0_EXTRA_SEEDS, train.INSTRUCT_LR) == base
+        R.use_recipe("committed")
+    assert (R.S0_BATCH, R.VISION_TOWER_STEPS, R.S0_EXTRA_SEEDS, R.INSTRUCT_LR) == base
 
 
 def test_card_quotes_the_models_own_recipe(tmp_path):
@@ -415,12 +416,13 @@ def test_card_quotes_the_models_own_recipe(tmp_path):
     (d / "training.json").write_text(json.dumps(meta))
     (d / "stage0.json").write_text(json.dumps({"device": "NVIDIA H200", "wall_s": 243, "log": "x.log",
                                                "heldout_within_clip_r2": {"landmark": 0.9, "au": 0.6}}))
-    text = train.write_card(d).read_text()
-    assert train.RECIPE == "committed"
+    text = cards.write_card(d).read_text()
+    assert R.RECIPE == "committed"
     assert "1500 steps of 32 clips" in text and "train splits of seeds [1, 2]" in text and "trained on NVIDIA H200" in text
     assert "lr 0.0003" in text
     meta["recipe"], meta["s0_loss"] = "committed", "absolute"
     (d / "training.json").write_text(json.dumps(meta))
     (d / "stage0.json").unlink()
-    text = train.write_card(d).read_text()
+    text = cards.write_card(d).read_text()
     assert "lr 0.001" in text and "train splits of seeds" not in text and "trained on NVIDIA H200" not in text
+
