@@ -426,3 +426,82 @@ def test_card_quotes_the_models_own_recipe(tmp_path):
     text = cards.write_card(d).read_text()
     assert "lr 0.001" in text and "train splits of seeds" not in text and "trained on NVIDIA H200" not in text
 
+
+# ------------------------------------------------------------------------------------------------ module split
+def test_recipe_constants_are_read_at_call_time(tiny_df, monkeypatch, tmp_path):
+    """``use_recipe`` rebinds train_recipe's constants at run time, so every reader must look them up there when
+    it runs (``R.S0_BATCH``), never copy them at import (``from .train_recipe import S0_BATCH`` would keep the
+    committed values under ``--recipe motion-long``). Statically: no module or script imports a constant from
+    train_recipe by name. Behaviourally: after ``use_recipe("motion-long")`` the CLI, stage 0's batches and
+    stage-0 clips see the new S0_BATCH / VISION_TOWER_STEPS / INSTRUCT_STEPS / S0_EXTRA_SEEDS (INSTRUCT_LR: the
+    card test above), and ``use_recipe("committed")`` restores them."""
+    import ast
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = {"TrainError", "use_recipe"}
+    for p in [*sorted((root / "lib" / "emoprobe").glob("*.py")), *sorted((root / "scripts").glob("*.py"))]:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "train_recipe":
+                names = {a.name for a in node.names}
+                assert names <= allowed, f"{p.name} copies {sorted(names - allowed)} from train_recipe"
+    committed = (R.S0_BATCH, R.VISION_TOWER_STEPS, R.INSTRUCT_STEPS, R.INSTRUCT_LR, R.S0_EXTRA_SEEDS)
+    seen = {}
+
+    def fake_microvlm(out_dir, **kw):
+        seen[kw["mode"]] = (kw["vision_steps"], kw["instruct_steps"], R.S0_BATCH, R.INSTRUCT_LR)
+        return {}
+
+    monkeypatch.setattr(train, "splits", lambda seed: (tiny_df, tiny_df))
+    monkeypatch.setattr(train, "train_microvlm", fake_microvlm)
+    monkeypatch.setattr(train, "write_card", lambda d: None)
+
+    class Stop(Exception):
+        pass
+
+    def fake_batches(processor, data, clips, steps, size):
+        seen["s0_batch"] = size
+        raise Stop
+
+    monkeypatch.setattr(TL, "VisionBatches", fake_batches)
+    monkeypatch.setattr(TL, "_target_norm", lambda data, clips: {"mean": np.zeros(3)})
+    vc = SimpleNamespace(spatial_merge_size=2, patch_size=14, out_hidden_size=4)
+    model = SimpleNamespace(model=SimpleNamespace(visual=torch.nn.Linear(2, 2)), config=SimpleNamespace(vision_config=vc))
+    proc = SimpleNamespace(video_processor=SimpleNamespace(size={"longest_edge": 112 * 112}))
+    from emoprobe import synthfer
+
+    monkeypatch.setattr(synthfer, "dataset", lambda *a, **k: tiny_df.head(2))
+    try:
+        assert train.main(["--only", "microvlm", "--recipe", "motion-long", "--out", str(tmp_path)]) == 0
+        assert R.RECIPE == "motion-long"
+        assert seen["lexical"] == (1500, 2500, 32, 3e-4)
+        with pytest.raises(Stop):
+            TL.pretrain_vision_tower(model, proc, None, 5, "cpu", 0, None, "t", 0.0, clips=tiny_df)
+        assert seen["s0_batch"] == 32
+        assert len(D.stage0_clips(tiny_df.head(3))) == 3 + 2 * len(R.S0_EXTRA_SEEDS) > 3
+    finally:
+        R.use_recipe("committed")
+    assert (R.S0_BATCH, R.VISION_TOWER_STEPS, R.INSTRUCT_STEPS, R.INSTRUCT_LR, R.S0_EXTRA_SEEDS) == committed
+    with pytest.raises(Stop):
+        TL.pretrain_vision_tower(model, proc, None, 5, "cpu", 0, None, "t", 0.0, clips=tiny_df)
+    assert seen["s0_batch"] == 8 and D.stage0_clips(tiny_df) is tiny_df
+
+
+def test_scripts_use_no_private_name_of_the_training_modules():
+    """Scripts reach the training code through public names only (issue 13)."""
+    import re
+    from pathlib import Path
+
+    mods = ("train", "train_recipe", "train_data", "train_loops", "cards")
+    for p in sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.py")):
+        text = p.read_text()
+        aliases = set()
+        for m in re.finditer(r"from emoprobe import ([^\n]+)", text):
+            for part in m.group(1).split(","):
+                name, _, alias = part.strip().partition(" as ")
+                if name in mods:
+                    aliases.add(alias or name)
+        for a in aliases:
+            bad = re.findall(r"(?<![\w.])" + re.escape(a) + r"\._\w+", text)
+            assert not bad, f"{p.name} uses private {bad}"
