@@ -79,7 +79,8 @@ def classify(backend, df, opt: str, batch: int = 8, score: bool = False):
     return texts, preds
 
 
-def _ci(y_true, preds) -> dict:
+def f1_ci(y_true, preds) -> dict:
+    """Macro-F1 95% bootstrap CI (1,000 resamples within class) and the share of the most frequent answer."""
     import pandas as pd
 
     from emoprobe import metrics
@@ -102,12 +103,12 @@ def eval_vision(name: str, test, fresh=None) -> dict:
     t0 = time.time()
     _, preds = classify(b, test, "count:16", batch=32)
     r = scores(list(test["label"]), preds)
-    r.update(_ci(test["label"], preds))
+    r.update(f1_ci(test["label"], preds))
     r.update(sampling="count:16", n=len(test), seconds=round(time.time() - t0, 1),
              pred_counts={l: int(sum(p == l for p in preds)) for l in LABELS})
     if fresh is not None:
         _, pf = classify(b, fresh, "count:16", batch=32)
-        r["fresh"] = {**scores(list(fresh["label"]), pf), **_ci(fresh["label"], pf), "n": len(fresh)}
+        r["fresh"] = {**scores(list(fresh["label"]), pf), **f1_ci(fresh["label"], pf), "n": len(fresh)}
     return r
 
 
@@ -131,12 +132,12 @@ def eval_vlm(name: str, test, val, options, fresh=None) -> dict:
         _, ps = classify(b, test, opt, score=True)
         r["scored"] = scores(list(test["label"]), ps)
         r["scored"]["pred_counts"] = {l: int(sum(x == l for x in ps)) for l in LABELS}
-        r.update(_ci(test["label"], p))
+        r.update(f1_ci(test["label"], p))
         out["test"][opt] = r
         print(f"  [{name}] test @ {opt} done ({time.time() - t0:.0f} s)", flush=True)
     if fresh is not None:
         texts, p = classify(b, fresh, best)
-        out["fresh"] = {**scores(list(fresh["label"]), p), **_ci(fresh["label"], p), "sampling": best,
+        out["fresh"] = {**scores(list(fresh["label"]), p), **f1_ci(fresh["label"], p), "sampling": best,
                         "n": len(fresh), "in_label_rate": float(np.mean([x is not None for x in p])),
                         "pred_counts": {l: int(sum(x == l for x in p)) for l in LABELS}}
     out["seconds"] = round(time.time() - t0, 1)

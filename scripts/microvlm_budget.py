@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--recipe", default="committed", help="train_recipe.RECIPES name (stage-2 data and mix)")
+    r.add_argument("--recipe", default="motion-long", help="train_recipe.RECIPES name (stage-2 data and mix)")
     s0 = sub.add_parser("stage0", help="stage 0 alone with another step count (writes the tower + its log)")
     s0.add_argument("--steps", type=int, required=True)
     s0.add_argument("--out", required=True, help="tower .safetensors (log beside it as .csv)")

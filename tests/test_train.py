@@ -363,7 +363,7 @@ def test_recipes_switch_and_restore(tiny_vlm, tiny_df, tmp_path):
         tasks = {e.task for step in range(6) for e in data.batch("instruct", step, 8)}
         assert "msce" in tasks
     finally:
-        R.use_recipe("committed")
+        R.use_recipe("v1")
     assert (R.S0_LOSS, R.CLS_PER_CLASS, R.PRETRAIN_STEPS, dict(R.INSTRUCT_MIX)) == base
     with pytest.raises(R.TrainError, match="unknown MicroVLM recipe"):
         R.use_recipe("nope")
@@ -402,7 +402,7 @@ def test_motion_long_recipe_and_stage0_clips(tiny_df, monkeypatch):
         with pytest.raises(R.TrainError, match="7919"):
             D.stage0_clips(tiny_df)
     finally:
-        R.use_recipe("committed")
+        R.use_recipe("v1")
     assert (R.S0_BATCH, R.VISION_TOWER_STEPS, R.S0_EXTRA_SEEDS, R.INSTRUCT_LR) == base
 
 
@@ -417,10 +417,10 @@ def test_card_quotes_the_models_own_recipe(tmp_path):
     (d / "stage0.json").write_text(json.dumps({"device": "NVIDIA H200", "wall_s": 243, "log": "x.log",
                                                "heldout_within_clip_r2": {"landmark": 0.9, "au": 0.6}}))
     text = cards.write_card(d).read_text()
-    assert R.RECIPE == "committed"
+    assert R.RECIPE == "v1"
     assert "1500 steps of 32 clips" in text and "train splits of seeds [1, 2]" in text and "trained on NVIDIA H200" in text
     assert "lr 0.0003" in text
-    meta["recipe"], meta["s0_loss"] = "committed", "absolute"
+    meta["recipe"], meta["s0_loss"] = "v1", "absolute"
     (d / "training.json").write_text(json.dumps(meta))
     (d / "stage0.json").unlink()
     text = cards.write_card(d).read_text()
@@ -434,7 +434,7 @@ def test_recipe_constants_are_read_at_call_time(tiny_df, monkeypatch, tmp_path):
     committed values under ``--recipe motion-long``). Statically: no module or script imports a constant from
     train_recipe by name. Behaviourally: after ``use_recipe("motion-long")`` the CLI, stage 0's batches and
     stage-0 clips see the new S0_BATCH / VISION_TOWER_STEPS / INSTRUCT_STEPS / S0_EXTRA_SEEDS (INSTRUCT_LR: the
-    card test above), and ``use_recipe("committed")`` restores them."""
+    card test above), and ``use_recipe("v1")`` restores them."""
     import ast
     from pathlib import Path
     from types import SimpleNamespace
@@ -474,14 +474,15 @@ def test_recipe_constants_are_read_at_call_time(tiny_df, monkeypatch, tmp_path):
     monkeypatch.setattr(synthfer, "dataset", lambda *a, **k: tiny_df.head(2))
     try:
         assert train.main(["--only", "microvlm", "--recipe", "motion-long", "--out", str(tmp_path)]) == 0
-        assert R.RECIPE == "motion-long"
         assert seen["lexical"] == (1500, 2500, 32, 3e-4)
+        assert R.RECIPE == "v1"                       # main gives the caller its recipe back
+        R.use_recipe("motion-long")
         with pytest.raises(Stop):
             TL.pretrain_vision_tower(model, proc, None, 5, "cpu", 0, None, "t", 0.0, clips=tiny_df)
         assert seen["s0_batch"] == 32
         assert len(D.stage0_clips(tiny_df.head(3))) == 3 + 2 * len(R.S0_EXTRA_SEEDS) > 3
     finally:
-        R.use_recipe("committed")
+        R.use_recipe("v1")
     assert (R.S0_BATCH, R.VISION_TOWER_STEPS, R.INSTRUCT_STEPS, R.INSTRUCT_LR, R.S0_EXTRA_SEEDS) == committed
     with pytest.raises(Stop):
         TL.pretrain_vision_tower(model, proc, None, 5, "cpu", 0, None, "t", 0.0, clips=tiny_df)

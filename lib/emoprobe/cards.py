@@ -154,7 +154,7 @@ def write_card(out_dir) -> Path:
     out_dir = Path(out_dir)
     meta = json.loads((out_dir / "training.json").read_text()) if (out_dir / "training.json").exists() else {}
     before = R.RECIPE
-    R.use_recipe(meta.get("recipe") or "committed")
+    R.use_recipe(meta.get("recipe") or "v1")
     try:
         return _write_card(out_dir)
     finally:

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: data/models; with --steps-scale != 1: "
                                                 "data/cache/models-smoke)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it; default 1)")
-    ap.add_argument("--recipe", default="committed", choices=sorted(R.RECIPES),
+    ap.add_argument("--recipe", default=R.COMMITTED, choices=sorted(R.RECIPES),
                     help="MicroVLM recipe (default: the one the committed checkpoints were trained with)")
     ap.add_argument("--workers", type=int, default=0,
                     help="MicroVLM: data-loader processes preparing batches (decoding, processor) beside the "
@@ -85,7 +85,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.steps_scale <= 0:
         ap.error("--steps-scale must be > 0")
+    before = R.RECIPE
     use_recipe(a.recipe)
+    try:
+        return _run(a)
+    finally:
+        use_recipe(before)   # a caller (a test, a script) gets its recipe back
+
+
+def _run(a) -> int:
+    """``main`` after argument parsing, with the recipe ``a.recipe`` in effect."""
     if a.jobs == 2 and a.all:
         return _two_chains(a)
     torch.set_num_threads(a.threads)

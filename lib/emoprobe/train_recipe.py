@@ -2,7 +2,7 @@
 (:data:`RECIPES`, ``python -m emoprobe.train --recipe NAME``) and :func:`use_recipe`, which sets this module's
 constants to a named recipe at run time. Every other module reads the constants from here at call time
 (``from . import train_recipe as R`` ... ``R.S0_BATCH``), never copies them by ``from ... import``: a copy would
-keep the committed recipe's values after ``use_recipe``.
+keep the base ("v1") values after ``use_recipe``.
 
 Every recipe constant below was fixed *before* looking at any chapter result; none of them is a function of an
 experiment's outcome (no shuffled-vs-ordered contrasts, no per-fps choices). See each model's README.md for what
@@ -20,7 +20,7 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   translation.
 * **vision3d-balanced**: cRT (Kang et al., ICLR 2020): features frozen (BN in eval mode), the linear classifier
   re-initialised and re-trained with a class-balanced sampler (class uniformly, then a clip of that class).
-* **microvlm**: a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
+* **microvlm, recipe "v1"** (the constants as defined; the first four sessions' checkpoints): a Qwen2.5-VL built with ``tiny.build_qwen2_5_vl`` (:data:`MICRO_TEXT`, :data:`MICRO_VISION`, BPE
   vocabulary :data:`VOCAB` trained on a corpus that is identical for both word-probability modes). Stage 0,
   vision-encoder pretraining (the analogue of the separately pretrained ViT of a real VLM; here a face-alignment
   encoder; no words, no labels): on every non-validation train clip, the vision tower regresses, per temporal
@@ -37,8 +37,8 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   label), motion description of MSCE gap groups (``sampling.keyframes_gaps(key_fps=1, m=4)``, target =
   ``captions.motion_summary`` of that gap) and captions (so captioning is not forgotten), mixed
   :data:`INSTRUCT_MIX`. Frames per example: one of :data:`FRAME_MENU` (by count or a fixed fps), at most 16.
-* **microvlm, recipe "motion"** (``--recipe motion``, :data:`RECIPES`; issue 12; not the committed checkpoints:
-  it did not beat them on the validation slice): stage 0 with :data:`S0_LOSS` = "motion": the loss
+* **microvlm, recipe "motion"** (``--recipe motion``, :data:`RECIPES`; issue 12's first try; it did not beat
+  "v1" on the validation slice): stage 0 with :data:`S0_LOSS` = "motion": the loss
   (``train_loops._motion_loss``) is on predictions and targets both centred over the clip's temporal patches and
   scaled by the within-clip spread (identity and pose cancel; within-clip motion remains), landmark and AU
   columns weighted :data:`S0_W_LANDMARK` / :data:`S0_W_AU`, plus a small absolute-AU term (:data:`S0_W_AU_ABS`);
@@ -49,9 +49,9 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   interleaved with the ground-truth motion summary of each gap, ``prompts.render("msce")``, built by
   ``hf.HFBackend._prepare``, the builder ``run.msce`` uses at inference; only the format is trained, never an
   MSCE-vs-baseline contrast); 800 caption-pretraining steps.
-* **microvlm, recipe "motion-long"** (``--recipe motion-long``): "motion" with a larger stage 0 (:data:`S0_BATCH`
-  clips per step, extra unlabelled train splits :data:`S0_EXTRA_SEEDS`) and a lower :data:`INSTRUCT_LR`; see
-  :data:`RECIPES`.
+* **microvlm, recipe "motion-long"** (``--recipe motion-long``, :data:`COMMITTED`: the committed checkpoints):
+  "motion" with a larger stage 0 (:data:`S0_BATCH` clips per step, extra unlabelled train splits
+  :data:`S0_EXTRA_SEEDS`) and a lower :data:`INSTRUCT_LR`; see :data:`RECIPES`.
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
 * **microvlm-lora-balanced**: :func:`emoprobe.train_loops.lora_balanced` on microvlm with :data:`LORA_PER_CLASS`
@@ -119,26 +119,28 @@ MODEL_NAMES = ("vision3d", "microvlm", "microvlm-uniform", "lora")
 # term keeps expression intensity itself (AUs are ~0 on a neutral face) at a quarter weight.
 S0_W_LANDMARK, S0_W_AU, S0_W_AU_ABS = 1.0, 1.0, 0.25
 
-# Named MicroVLM recipes (``--recipe``): "committed" is the one the checkpoints in data/models were trained with
-# (the constants above); "motion" is issue 12's: motion-centred stage 0, classification on every train clip drawn
-# class-balanced, MSCE-layout examples in stage 2, fewer caption-pretraining steps (CPU budget). Fixed before any
-# result; its measurements are in data/benchmarks/ (2026-11-29_*); it did not beat "committed" on the validation
-# slice in the one CPU run this session afforded, so the checkpoints were not replaced.
+# Named MicroVLM recipes (``--recipe``). "v1" (the constants above) trained the checkpoints of the first four
+# sessions; "motion" is issue 12's first try (fourth session: motion-centred stage 0, classification on every train
+# clip drawn class-balanced, MSCE-layout examples in stage 2, fewer caption-pretraining steps; it did not beat "v1"
+# on the validation slice; data/benchmarks/2026-11-29_*). "motion-long" trained the committed MicroVLMs (fifth
+# session): chosen over "v1" on a 220-clip validation split of new identities (scripts/microvlm_select.py), its
+# stage 0 ran on a lent H200 (data/benchmarks/2026-11-30_*). Every recipe was fixed before its result.
 RECIPES = {
-    "committed": {},
+    "v1": {},
     "motion": {"S0_LOSS": "motion", "CLS_PER_CLASS": None, "PRETRAIN_STEPS": 800, "INSTRUCT_STEPS": 1500,
                "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
-    # issue 12, fifth session: "motion" with a stage 0 four times larger in clip-steps (batch 32, 1500 steps,
-    # two more unlabelled train splits of new seeds) and a lower instruction LR (3e-4: on cached tokens of the
-    # "motion" tower it left the constant answer earlier than 1e-3 on a dev split held out of the train split;
-    # data/benchmarks/2026-11-30_*). Sized for a lent GPU; on the 2 CPU cores stage 0 takes hours (README).
+    # "motion" with a stage 0 four times larger in clip-steps (batch 32, 1500 steps, two more unlabelled train
+    # splits of new seeds) and a lower instruction LR (3e-4: on cached tokens of the "motion" tower it left the
+    # constant answer earlier than 1e-3 on a dev split held out of the train split;
+    # data/benchmarks/2026-11-30_cpu_stage2_harness.txt). Stage 0 takes about 40 min on the 2 CPU cores (README).
     "motion-long": {"S0_LOSS": "motion", "S0_BATCH": 32, "VISION_TOWER_STEPS": 1500, "VISION_TOWER_LR": 2e-3,
                     "S0_EXTRA_SEEDS": (1, 2), "CLS_PER_CLASS": None, "PRETRAIN_STEPS": 1000,
                     "INSTRUCT_STEPS": 2500, "INSTRUCT_LR": 3e-4,
                     "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
 }
-RECIPE = "committed"
-# the values of every constant some recipe changes, as defined above (the "committed" recipe's)
+RECIPE = "v1"
+COMMITTED = "motion-long"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
+# the values of every constant some recipe changes, as defined above (the "v1" recipe's)
 RECIPE_BASE = {k: globals()[k] for k in sorted({k for r in RECIPES.values() for k in r})}
 
 
