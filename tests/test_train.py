@@ -506,3 +506,42 @@ def test_scripts_use_no_private_name_of_the_training_modules():
         for a in aliases:
             bad = re.findall(r"(?<![\w.])" + re.escape(a) + r"\._\w+", text)
             assert not bad, f"{p.name} uses private {bad}"
+
+
+def test_stage0_waits_for_a_tower_being_computed(tiny_vlm, tiny_df, tmp_path, monkeypatch):
+    """Two processes asking for the same stage-0 key (make models' two chains): the second waits on the key's
+    lock, then loads the first's tower instead of computing it again."""
+    import fcntl
+    import threading
+    import time as _time
+
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    monkeypatch.setenv("EMOPROBE_CACHE", str(tmp_path / "cache"))
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    data = D.MicroData(tiny_df, tiny_df, D.GroundTruth(), 0, captions.word_probs(MAFW, "uniform"))
+
+    def fresh():
+        torch.manual_seed(0)
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+
+    a = fresh()
+    TL.stage0_cached(a, proc, data, 2, "cpu", 0, TL.CsvLog(tmp_path / "a.csv"), "a", 0.0, tiny_df.head(6))
+    (lock_path,) = (tmp_path / "cache" / "train").glob("stage0_*.lock")
+    b = fresh()
+    with open(lock_path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        t = threading.Thread(target=TL.stage0_cached, args=(b, proc, data, 2, "cpu", 0,
+                                                             TL.CsvLog(tmp_path / "b.csv"), "b", 0.0, tiny_df.head(6)))
+        t.start()
+        _time.sleep(0.5)
+        assert t.is_alive()                       # waiting for the lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+    t.join(60)
+    assert not t.is_alive()
+    assert len(list((tmp_path / "cache" / "train").glob("stage0_*.safetensors"))) == 1
+    assert (tmp_path / "b.csv").read_text() != "" and \
+        [r.split(",")[2:4] for r in (tmp_path / "b.csv").read_text().splitlines()[1:]] == \
+        [r.split(",")[2:4] for r in (tmp_path / "a.csv").read_text().splitlines()[1:]]   # a's log rows: loaded
+    sa, sb = a.model.visual.state_dict(), b.model.visual.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -80,6 +80,27 @@ _NOTES = {
         "earlier, on this tower (`--recipe motion`). SynthFER's expressions are small: at "
         "the apex the largest expressive-landmark displacement is 0.10-0.14 inter-ocular distances (about 3-4 px "
         "at 112 px; median within-clip landmark motion 1.3 px; `scripts/synthfer_legibility.py`).",
+        "Issue 12, fifth session: these checkpoints (`--recipe motion-long`). Stage 0 of the motion recipe four "
+        "times larger (1500 steps of 32 clips, drawing also every clip of two unlabelled SynthFER train splits, "
+        "seeds 1 and 2) ran on a lent H200 in 243 s (`data/benchmarks/2026-11-30_h200_stage0_motion-long.log`): "
+        "held-out within-clip R^2 of a token readout 0.907 (landmarks) and 0.614 (AUs), against 0.81 / 0.50 for "
+        "the fourth session's CPU tower; logistic probes on its merged tokens (count:8; fitted on the train split "
+        "minus a 20-per-class dev split, scored on that dev split) reach 0.25 on raw tokens and 0.35 on deviations "
+        "from the clip mean, against 0.16 / 0.24 on the CPU tower (`scripts/microvlm_stage2_harness.py --probe`, "
+        "`data/benchmarks/2026-11-30_cpu_stage2_harness.txt`). Instruction LR 3e-4 instead of 1e-3: on that "
+        "harness (classification alone on the frozen CPU tower) 1e-3 gave one answer to every dev clip for 500 "
+        "steps and ended at dev macro-F1 0.11, 3e-4 had left the constant answer by step 250 and peaked at 0.20. "
+        "Stages 1-2 ran on the CPU here (about 30 min per model). The choice: on the 55-clip validation slice the "
+        "new MicroVLM scored 0.124 against 0.144 for the v1 one, intervals about +-0.1 wide, so the choice was "
+        "read on a 220-clip validation split of new identities (seed 4242, `scripts/microvlm_select.py`): 0.226 "
+        "[0.178, 0.276] against 0.145 [0.102, 0.189] at count:8; adopted. Where it stops: the language model "
+        "reads about what a linear probe reads from the tokens (harness: dev macro-F1 0.20 on tokens whose probe "
+        "gave 0.24), so the tower caps the model, and 0.40 needs tokens from which a probe reaches well above "
+        "0.40 (ground-truth landmark trajectories: 0.73, AU trajectories: 0.90, so the information is in the "
+        "frames). What would get there: more stage-0 compute (a 6000-step try on the H200, stopped at step 2100 "
+        "with its learning rate still near the peak, had AU motion MSE 0.29 against 0.33 at the end of the "
+        "1500-step run; `..._6000_killed.log`), a finer patch grid (at 112 px a 14-px patch holds a whole mouth "
+        "corner), and larger SynthFER expressions calibrated to published facial-displacement measurements.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]

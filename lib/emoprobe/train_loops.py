@@ -406,8 +406,6 @@ def stage0_cached(model, processor, data, steps, device, workers, log, name, t_s
     ``log``."""
     import inspect
 
-    from safetensors.torch import load_file, save_file
-
     visual = model.model.visual
     h = hashlib.sha256()
     for k, v in sorted(visual.state_dict().items()):
@@ -422,6 +420,24 @@ def stage0_cached(model, processor, data, steps, device, workers, log, name, t_s
                _centre, _motion_loss, cosine_lr, seeded_rng):
         h.update(inspect.getsource(fn).encode())
     path = paths.cache() / "train" / f"stage0_{h.hexdigest()[:16]}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one process computes a key at a time: `make models` runs MicroVLM and MicroVLM-uniform in two chains, and
+    # the second waits here for the first's tower instead of computing the same one beside it
+    with open(path.with_suffix(".lock"), "w") as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _stage0_locked(model, processor, data, steps, device, workers, log, name, t_start, clips, path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _stage0_locked(model, processor, data, steps, device, workers, log, name, t_start, clips, path) -> None:
+    """:func:`stage0_cached` under its key's lock: load the cached tower, or compute and store it."""
+    from safetensors.torch import load_file, save_file
+
+    visual = model.model.visual
     rows_path = path.with_suffix(".csv")
     if path.exists() and rows_path.exists():
         visual.load_state_dict(load_file(str(path), device=str(device)))
