@@ -1,6 +1,6 @@
 """MicroVLM stage-2 harness (issue 12): how much of what a stage-0 tower encodes can the language model learn
 to read, and how fast? The tower is frozen (as in stages 1-2), so its merger inputs for count:8 sampling are
-computed once per clip and cached (/tmp/h/feats_<tower>.pt); the merger + language model are then trained on
+computed once per clip and cached (data/cache/harness/feats_<tower sha>_<sampling>.pt); the merger + language model are then trained on
 classification alone (paper prompt, answer = label, class-balanced draws) and scored by label likelihood on a dev
 split of 20 clips/class held out of the train split (never the validation slice's choices, never the test split).
 ``--probe``: logistic-regression probes on the same features (raw tokens, deviations from the clip mean).
@@ -13,17 +13,18 @@ import os, sys, time, json, argparse
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np, torch
 from emoprobe import threads; threads.configure()
-from emoprobe import train_data as D, train_loops as TL, train_recipe as R
+from emoprobe import paths, train_data as D, train_loops as TL, train_recipe as R
 from safetensors.torch import load_file
 
-CACHE = "/tmp/h/feats_%s.pt"
-os.makedirs("/tmp/h", exist_ok=True)
 
 def build(seed=0):
+    import tempfile
+
     train_df, val_df = D.splits(seed)
     pool = D.per_class(train_df, R.POOL_PER_CLASS, seed, "pool")
     gt = D.GroundTruth()
-    processor, model = TL.new_microvlm("/tmp/h/m_%d" % os.getpid(), pool, gt, seed)
+    with tempfile.TemporaryDirectory() as d:
+        processor, model = TL.new_microvlm(d, pool, gt, seed)
     return train_df, val_df, pool, processor, model
 
 class _Flat(torch.nn.Module):
@@ -31,8 +32,12 @@ class _Flat(torch.nn.Module):
         return x.reshape(-1, 4 * x.shape[-1])
 
 def features(tower, choice=("count", 8)):
-    key = CACHE % (os.path.basename(tower).split(".")[0] + "_" + "_".join(map(str, choice)))   # noqa: UP031
-    if os.path.exists(key):
+    import hashlib
+
+    sha = hashlib.sha256(open(tower, "rb").read()).hexdigest()[:16]      # the tower's content, not its file name
+    key = paths.cache() / "harness" / f"feats_{sha}_{choice[0]}_{choice[1]}.pt"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    if key.exists():
         return torch.load(key)
     train_df, val_df, pool, processor, model = build()
     model.model.visual.load_state_dict(load_file(tower))
