@@ -406,6 +406,32 @@ def test_motion_long_recipe_and_stage0_clips(tiny_df, monkeypatch):
     assert (R.S0_BATCH, R.VISION_TOWER_STEPS, R.S0_EXTRA_SEEDS, R.INSTRUCT_LR) == base
 
 
+def test_classify_clips_add_labelled_splits_and_refuse_held_out_seeds(tiny_df, monkeypatch):
+    """motion-3splits draws stage 2's classification from the extra labelled train splits (whole splits, in
+    order), stage 0 keeps motion-long's settings, and the evaluation / selection seeds are refused."""
+    from emoprobe import synthfer
+
+    pool = tiny_df.head(2)
+    try:
+        R.use_recipe("motion-long")
+        assert D.classify_clips(tiny_df, pool, 0) is tiny_df
+        R.use_recipe("motion-3splits")
+        long = dict(R.RECIPES["motion-long"])
+        assert all(getattr(R, k) == v for k, v in long.items() if k not in ("INSTRUCT_STEPS",))
+        calls = []
+        monkeypatch.setattr(synthfer, "dataset", lambda *a, **k: calls.append(k["seed"]) or tiny_df.head(3))
+        got = D.classify_clips(tiny_df.head(5), pool, 0)
+        assert calls == [1, 2] and len(got) == 5 + 3 * 2
+        assert list(got["clip_id"][:5]) == list(tiny_df.head(5)["clip_id"])
+        for bad in (7919, 4242):
+            R.CLS_EXTRA_SEEDS = (1, bad)   # use_recipe below restores it
+            with pytest.raises(R.TrainError, match=str(bad)):
+                D.classify_clips(tiny_df, pool, 0)
+    finally:
+        R.use_recipe("v1")
+    assert R.CLS_EXTRA_SEEDS == ()
+
+
 def test_card_quotes_the_models_own_recipe(tmp_path):
     """A card quotes the constants of the recipe its model was trained with, whatever recipe is in effect, and
     names where a stage-0 tower trained elsewhere came from."""

@@ -275,11 +275,15 @@ def _write_card(out_dir: Path) -> Path:
               + ", ".join(f"{k} {v:.3f}" for k, v in wp.items()),
               (f"- stage 2, instruction tuning ({meta.get('instruct_steps')} steps, lr {R.INSTRUCT_LR}): mix "
                f"{meta.get('instruct_mix')} of classification (paper prompt; "
-               f"{meta.get('cls_clips')} train clips drawn class-balanced), the same classification in MSCE's "
+               f"{meta.get('cls_clips')} train clips drawn class-balanced"
+               + (f": the seed-0 train split's and every clip of the SynthFER MAFW train splits of seeds "
+                  f"{list(R.CLS_EXTRA_SEEDS)}, new identities in the same long-tailed proportions"
+                  if R.CLS_EXTRA_SEEDS else "")
+               + "), the same classification in MSCE's "
                "interleaved layout (keyframes at 1 fps + ground-truth motion summary of each gap, `msce` prompt, "
                "built by the HF backend's own input builder), motion description of MSCE gap groups (4 frames, "
                "target = ground-truth motion summary) and captions")
-              if meta.get("recipe") in ("motion", "motion-long") else
+              if meta.get("recipe", "v1") != "v1" else
               (f"- stage 2, instruction tuning ({meta.get('instruct_steps')} steps, lr {R.INSTRUCT_LR}): mix "
                f"{R.RECIPE_BASE['INSTRUCT_MIX']} of classification ({meta.get('cls_clips')} clips, "
                f"{R.RECIPE_BASE['CLS_PER_CLASS']}/class, paper prompt), motion description of MSCE gap groups (4 "

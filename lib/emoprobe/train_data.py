@@ -110,19 +110,44 @@ class GroundTruth:
         return self._d[k]
 
 
+# seeds of SynthFER splits that judge models and so never train one: the fresh-seed evaluation split
+# (scripts/eval_models.py) and the 220-clip selection split (scripts/microvlm_select.py)
+HELD_OUT_SEEDS = (7919, 4242)
+
+
+def extra_train_splits(seeds, what: str, workers: int | None = None) -> list[pd.DataFrame]:
+    """The SynthFER MAFW train splits generated with ``seeds`` (new identities, MAFW's long-tailed proportions),
+    generated on first use. ``what`` names the recipe constant in errors; a seed of :data:`HELD_OUT_SEEDS` is
+    refused."""
+    from . import synthfer
+
+    bad = sorted(set(int(s) for s in seeds) & set(HELD_OUT_SEEDS))
+    if bad:
+        raise TrainError(f"{what} must not hold {bad}: seeds {list(HELD_OUT_SEEDS)} are the fresh-seed evaluation "
+                         "and selection splits")
+    w = workers if workers else max(1, min(2, os.cpu_count() or 1))
+    return [check_manifest(synthfer.dataset("mafw", "train", seed=int(s), workers=w), f"{what} seed {s}")
+            for s in seeds]
+
+
 def stage0_clips(train_df: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
     """The clips stage 0 draws from: the non-validation train clips, then (recipe :data:`~emoprobe.train_recipe.S0_EXTRA_SEEDS`) every
     clip of further SynthFER MAFW train splits generated with those seeds (stage 0 reads no label)."""
     if not R.S0_EXTRA_SEEDS:
         return train_df
-    from . import synthfer
+    return pd.concat([train_df, *extra_train_splits(R.S0_EXTRA_SEEDS, "S0_EXTRA_SEEDS", workers)], ignore_index=True)
 
-    if 7919 in R.S0_EXTRA_SEEDS:
-        raise TrainError("S0_EXTRA_SEEDS must not hold 7919, the fresh-seed evaluation split")
-    w = workers if workers else max(1, min(2, os.cpu_count() or 1))
-    extra = [check_manifest(synthfer.dataset("mafw", "train", seed=int(s), workers=w), f"stage-0 seed {s}")
-             for s in R.S0_EXTRA_SEEDS]
-    return pd.concat([train_df, *extra], ignore_index=True)
+
+def classify_clips(train_df: pd.DataFrame, pool: pd.DataFrame, seed: int, workers: int | None = None) -> pd.DataFrame:
+    """The labelled clips of stage 2's classification examples (drawn class-balanced when
+    :data:`~emoprobe.train_recipe.CLS_PER_CLASS` is None): :data:`~emoprobe.train_recipe.CLS_PER_CLASS` clips per
+    class of the pool, or every non-validation train clip, then (recipe
+    :data:`~emoprobe.train_recipe.CLS_EXTRA_SEEDS`) every clip of the train splits of those seeds (more
+    identities, same long-tailed proportions)."""
+    base = train_df if R.CLS_PER_CLASS is None else per_class(pool, R.CLS_PER_CLASS, seed, "cls")
+    if not R.CLS_EXTRA_SEEDS:
+        return base
+    return pd.concat([base, *extra_train_splits(R.CLS_EXTRA_SEEDS, "CLS_EXTRA_SEEDS", workers)], ignore_index=True)
 
 
 def vision_cache(df: pd.DataFrame, cfg: dict, n_store: int = R.VISION_STORE) -> np.ndarray:

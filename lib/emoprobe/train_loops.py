@@ -27,7 +27,7 @@ from . import paths, prompts
 from . import train_recipe as R
 from .train_data import (Example, GroundTruth, MicroData, VisionBatches, check_manifest, encode_left, frames_for,
                          log_line, make_batch, make_batches, patch_targets, per_class, seeded_rng, set_seed,
-                         splits, stage0_clips, tokenizer_corpus, vision_batch, vision_cache, vision_targets,
+                         splits, stage0_clips, classify_clips, tokenizer_corpus, vision_batch, vision_cache, vision_targets,
                          video_pixels, chat_prompt)
 from .train_recipe import TrainError
 
@@ -534,7 +534,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
         raise TrainError(f"{name}: word_p lacks labels {sorted(missing)}")
     t_start = time.time()
     pool = per_class(train_df, R.POOL_PER_CLASS, seed, "pool")
-    cls_set = train_df if R.CLS_PER_CLASS is None else per_class(pool, R.CLS_PER_CLASS, seed, "cls")
+    cls_set = classify_clips(train_df, pool, seed, workers)
     gt = GroundTruth()
     out_dir = Path(out_dir)
     if out_dir.exists():
