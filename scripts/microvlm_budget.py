@@ -217,7 +217,8 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--recipe", default="motion-long", help="train_recipe.RECIPES name (stage-2 data and mix)")
+    r.add_argument("--recipe", default=None,
+                   help="train_recipe.RECIPES name (stage-2 data and mix; default: the committed recipe)")
     s0 = sub.add_parser("stage0", help="stage 0 alone with another step count (writes the tower + its log)")
     s0.add_argument("--steps", type=int, required=True)
     s0.add_argument("--out", required=True, help="tower .safetensors (log beside it as .csv)")
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
         return probe(a)
     from emoprobe import train_recipe as R
 
-    R.use_recipe(a.recipe)
+    R.use_recipe(a.recipe or R.COMMITTED)
     a.pretrain_steps = R.PRETRAIN_STEPS if a.pretrain_steps is None else a.pretrain_steps
     a.instruct_steps = R.INSTRUCT_STEPS if a.instruct_steps is None else a.instruct_steps
     return run(a)

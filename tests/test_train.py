@@ -432,6 +432,20 @@ def test_classify_clips_add_labelled_splits_and_refuse_held_out_seeds(tiny_df, m
     assert R.CLS_EXTRA_SEEDS == ()
 
 
+def test_committed_microvlms_were_trained_with_the_committed_recipe():
+    """The CLI's default recipe (:data:`R.COMMITTED`) is the one the committed MicroVLMs record, with its step
+    counts and its classification set (seed-0 train split + the extra labelled splits)."""
+    from emoprobe import paths
+
+    rec = R.RECIPES[R.COMMITTED]
+    for name in ("microvlm", "microvlm-uniform"):
+        meta = json.loads((paths.models() / name / "training.json").read_text())
+        assert meta["recipe"] == R.COMMITTED, name
+        assert meta["instruct_steps"] == rec["INSTRUCT_STEPS"] and meta["pretrain_steps"] == rec["PRETRAIN_STEPS"]
+        n_extra = len(rec.get("CLS_EXTRA_SEEDS", ()))
+        assert meta["cls_clips"] > 3000 * n_extra, (name, meta["cls_clips"])
+
+
 def test_card_quotes_the_models_own_recipe(tmp_path):
     """A card quotes the constants of the recipe its model was trained with, whatever recipe is in effect, and
     names where a stage-0 tower trained elsewhere came from."""

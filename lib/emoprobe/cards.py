@@ -80,7 +80,8 @@ _NOTES = {
         "earlier, on this tower (`--recipe motion`). SynthFER's expressions are small: at "
         "the apex the largest expressive-landmark displacement is 0.10-0.14 inter-ocular distances (about 3-4 px "
         "at 112 px; median within-clip landmark motion 1.3 px; `scripts/synthfer_legibility.py`).",
-        "Issue 12, fifth session: these checkpoints (`--recipe motion-long`). Stage 0 of the motion recipe four "
+        "Issue 12, fifth session: the previous checkpoints (`--recipe motion-long`; stage 0 shared with the "
+        "current ones). Stage 0 of the motion recipe four "
         "times larger (1500 steps of 32 clips, drawing also every clip of two unlabelled SynthFER train splits, "
         "seeds 1 and 2) ran on a lent H200 in 243 s (`data/benchmarks/2026-11-30_h200_stage0_motion-long.log`): "
         "held-out within-clip R^2 of a token readout 0.907 (landmarks) and 0.614 (AUs), against 0.81 / 0.50 for "
@@ -105,6 +106,26 @@ _NOTES = {
         "with its learning rate still near the peak, had AU motion MSE 0.29 against 0.33 at the end of the "
         "1500-step run; `..._6000_killed.log`), a finer patch grid (at 112 px a 14-px patch holds a whole mouth "
         "corner), and larger SynthFER expressions calibrated to published facial-displacement measurements.",
+        "Issue 12, sixth session: these checkpoints (`--recipe motion-3splits`, CPU only). The same H200 stage-0 "
+        "tower; stage 2's classification examples (plain and MSCE layout) now also draw every clip of the "
+        "labelled SynthFER MAFW train splits of seeds 1 and 2 (the splits stage 0 already read: three times the "
+        "identities, 8945 clips, MAFW's long-tailed proportions kept), with 4000 instruction steps instead of 2500. "
+        "Why: on that tower a logistic probe on the deviations of the merged tokens rose steeply with the number of "
+        "labelled clips (dev macro-F1 0.22 / 0.27 / 0.35 with a third, two thirds, all of the seed-0 split; 0.40 and "
+        "0.44 adding seeds 1 and 1+2), and the stage-2 harness (classification alone) rose from 0.31 to 0.47 dev "
+        "macro-F1 with the three splits (`data/benchmarks/2026-11-30_cpu_stage2_harness_3splits.txt`). So the "
+        "language model was short of labelled clips, not only of tower quality. Tried and dropped on the harness: "
+        "an auxiliary label-free loss at the answer position (landmark/AU deviations; no gain). Choice on the "
+        "seed-4242 selection split (220 clips, `scripts/microvlm_select.py`; "
+        "`data/benchmarks/2026-11-30_cpu_select_motion-3splits.txt`): MicroVLM 0.316 against 0.226 (count:8), "
+        "MicroVLM-uniform 0.350 against 0.264; adopted. The mixed instruction stage (five frame layouts, MSCE, "
+        "motion and caption examples) reads less than the harness (one layout, classification alone): 0.26-0.31 "
+        "on the test split against 0.47 on the harness's dev split. vision3d still trains on the seed-0 split "
+        "alone, so MicroVLM now saw three times vision3d's labelled clips (as real VLMs see far more data than the "
+        "specialists they are compared with). A two-step probe (a label-free ridge readout from each temporal "
+        "patch's tokens to its landmark/AU deviations, then logistic regression) reaches 0.57 on the seed-0 split "
+        "alone, against 0.35 for the direct probe: the information is in the tokens, and what reads it best is "
+        "supervision on facial motion, which stage 2 does not give the language model.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]

@@ -49,9 +49,14 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   interleaved with the ground-truth motion summary of each gap, ``prompts.render("msce")``, built by
   ``hf.HFBackend._prepare``, the builder ``run.msce`` uses at inference; only the format is trained, never an
   MSCE-vs-baseline contrast); 800 caption-pretraining steps.
-* **microvlm, recipe "motion-long"** (``--recipe motion-long``, :data:`COMMITTED`: the committed checkpoints):
+* **microvlm, recipe "motion-long"** (``--recipe motion-long``; the fifth session's checkpoints):
   "motion" with a larger stage 0 (:data:`S0_BATCH` clips per step, extra unlabelled train splits
   :data:`S0_EXTRA_SEEDS`) and a lower :data:`INSTRUCT_LR`; see :data:`RECIPES`.
+* **microvlm, recipe "motion-3splits"** (``--recipe motion-3splits``): "motion-long" whose stage-2
+  classification (plain and MSCE layout) also draws every clip of the labelled train splits :data:`CLS_EXTRA_SEEDS`
+  (the same splits stage 0 reads: three times the identities, MAFW's long-tailed proportions kept;
+  :func:`emoprobe.train_data.classify_clips`), with more instruction steps. vision3d still trains on the seed-0
+  split alone, so MicroVLM now sees three times vision3d's labelled clips (its model card says so).
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
 * **microvlm-lora-balanced**: :func:`emoprobe.train_loops.lora_balanced` on microvlm with :data:`LORA_PER_CLASS`
@@ -155,7 +160,7 @@ RECIPES = {
                        "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
 }
 RECIPE = "v1"
-COMMITTED = "motion-long"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
+COMMITTED = "motion-3splits"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
 # the values of every constant some recipe changes, as defined above (the "v1" recipe's)
 RECIPE_BASE = {k: globals()[k] for k in sorted({k for r in RECIPES.values() for k in r})}
 
