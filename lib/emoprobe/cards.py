@@ -108,7 +108,7 @@ _NOTES = {
         "corner), and larger SynthFER expressions calibrated to published facial-displacement measurements.",
         "Issue 12, sixth session: these checkpoints (`--recipe motion-3splits`, CPU only). The same H200 stage-0 "
         "tower; stage 2's classification examples (plain and MSCE layout) now also draw every clip of the "
-        "labelled SynthFER MAFW train splits of seeds 1 and 2 (the splits stage 0 already read: three times the "
+        "labelled seed-1 and seed-2 SynthFER MAFW train splits (the splits stage 0 already read: three times the "
         "identities, 8945 clips, MAFW's long-tailed proportions kept), with 4000 instruction steps instead of 2500. "
         "Why: on that tower a logistic probe on the deviations of the merged tokens rose steeply with the number of "
         "labelled clips (dev macro-F1 0.22 / 0.27 / 0.35 with a third, two thirds, all of the seed-0 split; 0.40 and "
