@@ -17,6 +17,7 @@ data/benchmarks/2026-11-30_cpu_stage2_harness_3splits.txt (sixth).
 import os, sys, time, json, argparse
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np, torch
+from pathlib import Path
 from emoprobe import threads; threads.configure()
 from emoprobe import paths, train_data as D, train_loops as TL, train_recipe as R
 from safetensors.torch import load_file
@@ -151,6 +152,8 @@ def main():
     ap.add_argument("--probe-modes", nargs="*", default=["raw", "deviations"],
                     choices=("raw", "deviations", "two-step"))
     ap.add_argument("--fraction", type=float, default=1.0, help="probe: share of the seed-0 training clips used")
+    ap.add_argument("--init", default=None, help="start from this checkpoint folder (language model + merger)")
+    ap.add_argument("--save", default=None, help="save the trained model to this folder")
     ap.add_argument("--aux", type=float, default=0.0, help="weight of the auxiliary facial-motion loss")
     ap.add_argument("--aux-target", default="apex", choices=("apex", "trajectory"))
     a = ap.parse_args()
@@ -161,6 +164,13 @@ def main():
         return
     train_df, val_df, pool, processor, model = build()
     model.model.visual.load_state_dict(load_file(a.tower))
+    if a.init:   # continue from a trained checkpoint (its tower must be the --tower: the features are cached from it)
+        from transformers import Qwen2_5_VLForConditionalGeneration
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.init)
+        tw = load_file(a.tower)
+        own = {k: v for k, v in model.model.visual.state_dict().items() if not k.startswith("merger.")}
+        if any(not torch.equal(v, tw[k]) for k, v in own.items()):
+            raise SystemExit(f"{a.init}: its vision tower is not {a.tower}")
     patch_visual(model)
     for n, p in model.model.visual.named_parameters():
         p.requires_grad_(n.startswith("merger."))
@@ -211,6 +221,15 @@ def main():
             print(a.tag, json.dumps(ev), flush=True)
     ev = score_eval(model, rows, feats, pad, val_df.clip_id.tolist(), val_df.label.tolist())
     print(a.tag, "VAL", json.dumps(ev), flush=True)
+    if a.save:   # a loadable checkpoint (e.g. for scripts/microvlm_select.py); the visual forward is the model's own again
+        import shutil
+        del model.model.visual.forward
+        model.save_pretrained(a.save)
+        for f in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja",
+                  "generation_config.json"):
+            if a.init and (Path(a.init) / f).exists():
+                shutil.copy2(Path(a.init) / f, Path(a.save) / f)
+        print(a.tag, "saved", a.save, flush=True)
 
 
 
