@@ -99,8 +99,8 @@ INSTRUCT_LR = 1e-3
 INSTRUCT_MIX = {"classify": 0.5, "motion": 0.375, "caption": 0.125}
 S0_BATCH = MICRO_BATCH     # stage-0 clips per step
 S0_EXTRA_SEEDS: tuple = () # stage 0 also draws the clips of these SynthFER MAFW train splits (new seeds, hence new
-                           # identities; stage 0 reads only landmarks and AUs, never a label). Never 7919 (the
-                           # fresh-seed evaluation split of scripts/eval_models.py).
+                           # identities; stage 0 reads only landmarks and AUs, never a label). Never a seed of
+                           # ``train_data.HELD_OUT_SEEDS`` (the fresh-seed evaluation and selection splits).
 CLS_EXTRA_SEEDS: tuple = ()# stage 2's classification examples also draw every clip of these SynthFER MAFW train splits
                            # (labelled; new identities, the same long-tailed class proportions;
                            # ``train_data.classify_clips``). Never a seed of ``train_data.HELD_OUT_SEEDS``.
@@ -145,20 +145,16 @@ RECIPES = {
                     "S0_EXTRA_SEEDS": (1, 2), "CLS_PER_CLASS": None, "PRETRAIN_STEPS": 1000,
                     "INSTRUCT_STEPS": 2500, "INSTRUCT_LR": 3e-4,
                     "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
-    # "motion-long" with stage 2's classification drawn from three labelled train splits (seeds 0, 1, 2: three
-    # times the identities; the splits stage 0 already reads) and more instruction steps. Stage 0 is identical
-    # (the committed checkpoints load motion-long's H200 tower). Chosen because a linear probe on that tower's
-    # tokens rose steeply with the number of labelled clips (dev macro-F1 0.22 / 0.27 / 0.35 with 1/3, 2/3, all of
-    # the seed-0 split; 0.40 with seeds 0+1, 0.44 with 0+1+2) and the language model reads about what such a probe
-    # reads: on the stage-2 harness (classification alone) with the three splits, dev macro-F1 0.43 after 1500
-    # steps, against 0.31 with the seed-0 split (data/benchmarks/2026-11-30_cpu_stage2_harness.txt). 4000
-    # instruction steps instead of 2500: three times the clips to read. A sixth-session choice, fixed before any
-    # chapter ran on it.
-    "motion-3splits": {"S0_LOSS": "motion", "S0_BATCH": 32, "VISION_TOWER_STEPS": 1500, "VISION_TOWER_LR": 2e-3,
-                       "S0_EXTRA_SEEDS": (1, 2), "CLS_PER_CLASS": None, "CLS_EXTRA_SEEDS": (1, 2),
-                       "PRETRAIN_STEPS": 1000, "INSTRUCT_STEPS": 4000, "INSTRUCT_LR": 3e-4,
-                       "INSTRUCT_MIX": {"classify": 0.55, "msce": 0.15, "motion": 0.25, "caption": 0.05}},
 }
+# "motion-long" with stage 2's classification drawn from three labelled train splits (seeds 0, 1, 2: three times the
+# identities; the splits stage 0 already reads) and more instruction steps. Stage 0 is identical (the committed
+# checkpoints load motion-long's H200 tower). Chosen because a linear probe on that tower's tokens rose steeply with
+# the number of labelled clips (dev macro-F1 0.22 / 0.27 / 0.35 with 1/3, 2/3, all of the seed-0 split; 0.40 with
+# seeds 0+1, 0.44 with 0+1+2) and the language model reads about what such a probe reads: on the stage-2 harness
+# (classification alone) with the three splits, dev macro-F1 0.43 after 1500 steps, against 0.31 with the seed-0
+# split (data/benchmarks/2026-11-30_cpu_stage2_harness_3splits.txt). 4000 instruction steps instead of 2500: three
+# times the clips to read. A sixth-session choice, fixed before any chapter ran on it.
+RECIPES["motion-3splits"] = {**RECIPES["motion-long"], "CLS_EXTRA_SEEDS": (1, 2), "INSTRUCT_STEPS": 4000}
 RECIPE = "v1"
 COMMITTED = "motion-3splits"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
 # the values of every constant some recipe changes, as defined above (the "v1" recipe's)
