@@ -17,7 +17,6 @@ data/benchmarks/2026-11-30_cpu_stage2_harness_3splits.txt (sixth).
 import os, sys, time, json, argparse
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np, torch
-from pathlib import Path
 from emoprobe import threads; threads.configure()
 from emoprobe import paths, train_data as D, train_loops as TL, train_recipe as R
 from safetensors.torch import load_file
@@ -165,8 +164,9 @@ def main():
     train_df, val_df, pool, processor, model = build()
     model.model.visual.load_state_dict(load_file(a.tower))
     if a.init:   # continue from a trained checkpoint (its tower must be the --tower: the features are cached from it)
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.init)
+        processor = AutoProcessor.from_pretrained(a.init)
         tw = load_file(a.tower)
         own = {k: v for k, v in model.model.visual.state_dict().items() if not k.startswith("merger.")}
         if any(not torch.equal(v, tw[k]) for k, v in own.items()):
@@ -222,13 +222,9 @@ def main():
     ev = score_eval(model, rows, feats, pad, val_df.clip_id.tolist(), val_df.label.tolist())
     print(a.tag, "VAL", json.dumps(ev), flush=True)
     if a.save:   # a loadable checkpoint (e.g. for scripts/microvlm_select.py); the visual forward is the model's own again
-        import shutil
         del model.model.visual.forward
         model.save_pretrained(a.save)
-        for f in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja",
-                  "generation_config.json"):
-            if a.init and (Path(a.init) / f).exists():
-                shutil.copy2(Path(a.init) / f, Path(a.save) / f)
+        processor.save_pretrained(a.save)
         print(a.tag, "saved", a.save, flush=True)
 
 
