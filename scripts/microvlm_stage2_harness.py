@@ -37,11 +37,9 @@ class _Flat(torch.nn.Module):
         return x.reshape(-1, 4 * x.shape[-1])
 
 def extra_split(seed):
-    """The SynthFER MAFW train split of another seed (new identities; never 7919, the fresh-seed evaluation)."""
-    from emoprobe import synthfer
-    if seed == 7919:
-        raise SystemExit("seed 7919 is the fresh-seed evaluation split")
-    return D.check_manifest(synthfer.dataset("mafw", "train", seed=seed, workers=1), f"train split seed {seed}")
+    """The SynthFER MAFW train split of another seed, through the recipe's own loader (which refuses the
+    evaluation and selection seeds, ``train_data.HELD_OUT_SEEDS``)."""
+    return D.extra_train_splits([seed], "--extra-seeds", workers=1)[0]
 
 
 def features(tower, choice=("count", 8), seed=0):
