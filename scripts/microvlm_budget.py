@@ -57,6 +57,7 @@ def pack(a) -> int:
 
 
 def run(a) -> int:
+    import ast
     import os
 
     import torch
@@ -66,16 +67,20 @@ def run(a) -> int:
         os.environ.setdefault("EMOPROBE_GENERATED", str((packed / "generated").resolve()))
     from emoprobe import train_data as D, train_loops as TL, train_recipe as R
 
-    R.use_recipe(a.recipe)
+    R.use_recipe(a.recipe or R.COMMITTED)
+    for kv in a.set:   # recipe experiments: NAME=VALUE (a Python literal) on top of the recipe
+        k, v = kv.split("=", 1)
+        if not hasattr(R, k) or not k.isupper():
+            raise SystemExit(f"--set {kv}: train_recipe has no constant {k!r}")
+        setattr(R, k, ast.literal_eval(v))
     stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors"
     if not stage0.exists():
         raise SystemExit(f"{stage0}: no stage-0 tower (run `pack` first or pass --stage0)")
     mix = dict(R.INSTRUCT_MIX)
     if a.classify_share is not None:
-        rest = 1.0 - a.classify_share
-        other = mix["motion"] + mix["caption"]
-        mix = {"classify": a.classify_share, "motion": rest * mix["motion"] / other,
-               "caption": rest * mix["caption"] / other}
+        rest = 1.0 - a.classify_share      # the other tasks keep their proportions
+        other = sum(v for k, v in mix.items() if k != "classify")
+        mix = {"classify": a.classify_share, **{k: rest * v / other for k, v in mix.items() if k != "classify"}}
     word_p = None
     if packed and (packed / "word_probs.json").exists():
         word_p = json.loads((packed / "word_probs.json").read_text())[a.mode]
@@ -87,7 +92,7 @@ def run(a) -> int:
                             eval_every=a.eval_every, device=a.device, word_p=word_p, workers=a.workers,
                             vision_tower=stage0, instruct_mix=mix)
     dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
-    info = {"variant": {"pretrain_steps": a.pretrain_steps, "instruct_steps": a.instruct_steps,
+    info = {"variant": {"recipe": R.RECIPE, "set": a.set, "pretrain_steps": a.pretrain_steps, "instruct_steps": a.instruct_steps,
                         "instruct_mix": mix, "mode": a.mode, "seed": a.seed, "device": dev,
                         "workers": a.workers, "threads": a.threads, "stage0": stage0.name},
             "final": meta.get("final"), "wall_s": time.time() - t0}
@@ -214,6 +219,8 @@ def main(argv=None) -> int:
     r.add_argument("--classify-share", type=float, default=None,
                    help="share of classification examples in the instruction mix (others keep their ratio)")
     r.add_argument("--eval-every", type=int, default=250)
+    r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="override train_recipe constants on top of --recipe (e.g. PRETRAIN_MERGER=False)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)

@@ -183,7 +183,7 @@ def main():
     rows = label_rows(processor); pad = processor.tokenizer.pad_token_id
     merger = [p for n, p in model.named_parameters() if p.requires_grad and "visual.merger" in n]
     lm = [p for n, p in model.named_parameters() if p.requires_grad and "visual.merger" not in n]
-    groups = [dict(params=lm, base=a.lr), dict(params=merger, base=a.merger_lr or a.lr)]
+    groups = [dict(params=lm, base=a.lr), dict(params=merger, base=a.lr if a.merger_lr is None else a.merger_lr)]
     head = None
     if a.aux:
         aux_t = aux_targets(pd_concat(tr, dev), a.aux_target)

@@ -559,8 +559,9 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
         for n, p in visual.named_parameters():
             if not n.startswith("merger."):
                 p.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     for stage, steps, lr0 in (("pretrain", pretrain_steps, R.MICRO_LR), ("instruct", instruct_steps, R.INSTRUCT_LR)):
+        trainable = [p for n, p in model.named_parameters()
+                     if p.requires_grad and (stage != "pretrain" or R.PRETRAIN_MERGER or ".merger." not in n)]
         opt = torch.optim.AdamW(trainable, lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
         run = []
         loader = torch.utils.data.DataLoader(_Batches(processor, data, stage, steps, R.MICRO_BATCH), batch_size=None,
@@ -606,7 +607,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
             "vision_steps": vision_steps, "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
             "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
             "instruct_mix": dict(data.mix), "recipe": R.RECIPE, "s0_loss": R.S0_LOSS,
-            "freeze_vision": R.FREEZE_VISION,
+            "freeze_vision": R.FREEZE_VISION, "pretrain_merger": R.PRETRAIN_MERGER,
             "threads": torch.get_num_threads()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=1, default=float) + "\n")
     return meta

@@ -91,6 +91,8 @@ CLS_PER_CLASS = 60         # classification instruction examples per class (660 
 VISION_TOWER_STEPS = 1500  # stage 0 (landmark + AU regression on every non-validation train clip)
 VISION_TOWER_LR = 1e-3
 FREEZE_VISION = True       # stages 1-2 train the merger (projector) and the language model, as LLaVA-style recipes do
+PRETRAIN_MERGER = True     # stage 1 (caption pretraining) also trains the merger; False: the merger keeps its stage-0
+                           # weights through stage 1 (only the language model learns the captions) and trains in stage 2
 PRETRAIN_STEPS = 1200
 INSTRUCT_STEPS = 1500
 MICRO_BATCH = 8
@@ -155,6 +157,14 @@ RECIPES = {
 # split (data/benchmarks/2026-11-30_cpu_stage2_harness_3splits.txt). 4000 instruction steps instead of 2500: three
 # times the clips to read. A sixth-session choice, fixed before any chapter ran on it.
 RECIPES["motion-3splits"] = {**RECIPES["motion-long"], "CLS_EXTRA_SEEDS": (1, 2), "INSTRUCT_STEPS": 4000}
+# "motion-3splits" with the merger frozen during stage 1 (caption pretraining trains the language model alone; the
+# merger keeps its stage-0 weights until stage 2). Chosen because stage 1 was what undid stage 0's work: a
+# logistic probe on the token deviations at the merger's OUTPUT reads dev macro-F1 0.55 with the stage-0 merger,
+# 0.46 after stage 1 and 0.45 after stages 1-2 of "motion-3splits"; and the stage-2 harness (classification alone,
+# three splits, 1500 steps) reaches dev 0.36 from the stage-1 checkpoint, 0.41 from a random language model and
+# 0.46 from a stage-1 checkpoint whose merger was frozen (data/benchmarks/2026-11-30_cpu_stage1_merger.txt). A
+# seventh-session choice, fixed on the harness's dev split before any chapter ran on it.
+RECIPES["motion-3splits-fm"] = {**RECIPES["motion-3splits"], "PRETRAIN_MERGER": False}
 RECIPE = "v1"
 COMMITTED = "motion-3splits"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
 # the values of every constant some recipe changes, as defined above (the "v1" recipe's)
