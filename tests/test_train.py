@@ -442,6 +442,7 @@ def test_committed_microvlms_were_trained_with_the_committed_recipe():
         meta = json.loads((paths.models() / name / "training.json").read_text())
         assert meta["recipe"] == R.COMMITTED, name
         assert meta["instruct_steps"] == rec["INSTRUCT_STEPS"] and meta["pretrain_steps"] == rec["PRETRAIN_STEPS"]
+        assert meta.get("pretrain_merger", True) == rec.get("PRETRAIN_MERGER", R.RECIPE_BASE["PRETRAIN_MERGER"])
         n_extra = len(rec.get("CLS_EXTRA_SEEDS", ()))
         assert meta["cls_clips"] > 3000 * n_extra, (name, meta["cls_clips"])
 
@@ -585,3 +586,30 @@ def test_stage0_waits_for_a_tower_being_computed(tiny_vlm, tiny_df, tmp_path, mo
         [r.split(",")[2:4] for r in (tmp_path / "a.csv").read_text().splitlines()[1:]]   # a's log rows: loaded
     sa, sb = a.model.visual.state_dict(), b.model.visual.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("train_merger", [False, True])
+def test_stage1_trains_the_merger_only_when_the_recipe_says_so(tiny_vlm, tiny_df, tmp_path, monkeypatch, train_merger):
+    """``PRETRAIN_MERGER = False`` (recipe motion-3splits-fm): caption pretraining leaves the merger exactly at its
+    stage-0 weights and still trains the language model; True (the earlier recipes): both move."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(TL, "new_microvlm", lambda out_dir, pool, gt, seed, device="cpu": (proc, model))
+    monkeypatch.setattr(TL, "per_class", lambda df, n, seed, tag: df.groupby("label").head(1))
+    monkeypatch.setattr(TL, "classify_clips", lambda train_df, pool, seed, workers: pool)
+    monkeypatch.setattr(R, "PRETRAIN_MERGER", train_merger)
+    meta = TL.train_microvlm(tmp_path / "m", mode="uniform", pretrain_steps=3, instruct_steps=0, vision_steps=0,
+                             train_df=tiny_df, val_df=tiny_df.head(2), word_p=captions.word_probs(MAFW, "uniform"))
+    assert meta["pretrain_merger"] is train_merger
+    after = model.state_dict()                         # the model object train_microvlm trained (and saved)
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    merger = [k for k in before if ".visual.merger." in k]
+    lm = [k for k in before if ".language_model." in k and k.endswith("q_proj.weight")]
+    assert merger and lm
+    assert all(torch.equal(before[k], after[k]) for k in merger) is not train_merger
+    assert not any(torch.equal(before[k], after[k]) for k in lm)
+    tower = [k for k in before if ".visual." in k and ".merger." not in k]
+    assert all(torch.equal(before[k], after[k]) for k in tower)       # the tower itself stays frozen either way

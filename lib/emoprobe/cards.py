@@ -287,7 +287,10 @@ def _write_card(out_dir: Path) -> Path:
                "linear head, discarded); identical for both word modes (computed once, reused)"
                + (f"; last logged landmark RMSE {s0['landmark_rmse_px']:.2f} px, standardised AU MSE "
                   f"{s0['au_mse_std']:.3f} (train_log.csv)" if s0 is not None else "")),
-              "- stages 1-2: vision tower frozen except its merger (projector)"
+              ("- stages 1-2: vision tower frozen except its merger (projector)"
+               + ("; the merger keeps its stage-0 weights through stage 1 (only the language model learns the "
+                  "captions) and trains in stage 2" if meta.get("pretrain_merger") is False else
+                  ", which trains in both stages"))
               if meta.get("freeze_vision", R.FREEZE_VISION) else "- stages 1-2: every weight trained",
               f"- stage 1, pretraining ({meta.get('pretrain_steps')} steps, batch {R.MICRO_BATCH}, lr {R.MICRO_LR}): "
               f"a class-balanced pool of {meta.get('pool_clips')} train clips with captions (appearance, motion "
