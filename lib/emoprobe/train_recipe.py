@@ -57,6 +57,10 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   (the same splits stage 0 reads: three times the identities, MAFW's long-tailed proportions kept;
   :func:`emoprobe.train_data.classify_clips`), with more instruction steps. vision3d still trains on the seed-0
   split alone, so MicroVLM now sees three times vision3d's labelled clips (its model card says so).
+* **microvlm, recipe "motion-3splits-fm"** (``--recipe motion-3splits-fm``; the committed checkpoints, seventh
+  session): "motion-3splits" with the merger frozen during stage 1 (:data:`PRETRAIN_MERGER` = False): caption
+  pretraining trains the language model alone, so the merger reaches stage 2 with the weights stage 0 gave it
+  (caption pretraining had undone a fifth of what a linear probe reads from its output).
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
 * **microvlm-lora-balanced**: :func:`emoprobe.train_loops.lora_balanced` on microvlm with :data:`LORA_PER_CLASS`
@@ -166,7 +170,7 @@ RECIPES["motion-3splits"] = {**RECIPES["motion-long"], "CLS_EXTRA_SEEDS": (1, 2)
 # seventh-session choice, fixed on the harness's dev split before any chapter ran on it.
 RECIPES["motion-3splits-fm"] = {**RECIPES["motion-3splits"], "PRETRAIN_MERGER": False}
 RECIPE = "v1"
-COMMITTED = "motion-3splits"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
+COMMITTED = "motion-3splits-fm"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
 # the values of every constant some recipe changes, as defined above (the "v1" recipe's)
 RECIPE_BASE = {k: globals()[k] for k in sorted({k for r in RECIPES.values() for k in r})}
 
