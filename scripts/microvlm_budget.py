@@ -73,8 +73,10 @@ def run(a) -> int:
         if not hasattr(R, k) or not k.isupper():
             raise SystemExit(f"--set {kv}: train_recipe has no constant {k!r}")
         setattr(R, k, ast.literal_eval(v))
-    stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors"
-    if not stage0.exists():
+    stage0 = Path(a.stage0) if a.stage0 else packed / "stage0.safetensors" if packed else None
+    if a.resume:
+        stage0 = None   # stages 0-2 come from the checkpoint
+    elif stage0 is None or not stage0.exists():
         raise SystemExit(f"{stage0}: no stage-0 tower (run `pack` first or pass --stage0)")
     mix = dict(R.INSTRUCT_MIX)
     if a.classify_share is not None:
@@ -90,11 +92,12 @@ def run(a) -> int:
     meta = TL.train_microvlm(Path(a.out), mode=a.mode, seed=a.seed, pretrain_steps=a.pretrain_steps,
                             instruct_steps=a.instruct_steps, train_df=train_df, val_df=val_df,
                             eval_every=a.eval_every, device=a.device, word_p=word_p, workers=a.workers,
-                            vision_tower=stage0, instruct_mix=mix)
+                            vision_tower=stage0, instruct_mix=mix, resume=a.resume)
     dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     info = {"variant": {"recipe": R.RECIPE, "set": a.set, "pretrain_steps": a.pretrain_steps, "instruct_steps": a.instruct_steps,
                         "instruct_mix": mix, "mode": a.mode, "seed": a.seed, "device": dev,
-                        "workers": a.workers, "threads": a.threads, "stage0": stage0.name},
+                        "workers": a.workers, "threads": a.threads, "stage0": stage0.name if stage0 else None,
+                        "resume": a.resume},
             "final": meta.get("final"), "wall_s": time.time() - t0}
     (Path(a.out) / "budget.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     print(json.dumps(info, default=float))
@@ -221,6 +224,8 @@ def main(argv=None) -> int:
     r.add_argument("--eval-every", type=int, default=250)
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                    help="override train_recipe constants on top of --recipe (e.g. PRETRAIN_MERGER=False)")
+    r.add_argument("--resume", default=None,
+                   help="a model folder trained by stages 0-2 of the recipe: load it and run the polish stage only")
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)

@@ -613,3 +613,43 @@ def test_stage1_trains_the_merger_only_when_the_recipe_says_so(tiny_vlm, tiny_df
     assert not any(torch.equal(before[k], after[k]) for k in lm)
     tower = [k for k in before if ".visual." in k and ".merger." not in k]
     assert all(torch.equal(before[k], after[k]) for k in tower)       # the tower itself stays frozen either way
+
+
+def test_polish_resumes_a_stage2_checkpoint_with_the_merger_frozen(tiny_vlm, tiny_df, tmp_path, monkeypatch):
+    """Recipe motion-3splits-fm-polish: ``resume`` loads a checkpoint trained by stages 0-2 of the same recipe and
+    runs only the polish stage; with ``POLISH_MERGER = False`` the merger stays bit-identical, the language model
+    moves, the old log heads the new one; a checkpoint of other stage-2 settings, or the output folder itself, is
+    refused with the file named."""
+    import pandas as pd
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    monkeypatch.setattr(TL, "new_microvlm", lambda out_dir, pool, gt, seed, device="cpu":
+                        (proc, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)))
+    monkeypatch.setattr(TL, "per_class", lambda df, n, seed, tag: df.groupby("label").head(1))
+    monkeypatch.setattr(TL, "classify_clips", lambda train_df, pool, seed, workers: pool)
+    kw = dict(mode="uniform", pretrain_steps=2, instruct_steps=2, vision_steps=0, train_df=tiny_df,
+              val_df=tiny_df.head(2), word_p=captions.word_probs(MAFW, "uniform"), eval_every=1)
+    monkeypatch.setattr(R, "POLISH_STEPS", 0)
+    first = TL.train_microvlm(tmp_path / "stage2", **kw)
+    assert first["polish_steps"] == 0 and first["resumed_from"] is None
+    monkeypatch.setattr(R, "POLISH_STEPS", 3)
+    monkeypatch.setattr(R, "POLISH_MERGER", False)
+    meta = TL.train_microvlm(tmp_path / "polished", resume=tmp_path / "stage2", **kw)
+    assert meta["polish_steps"] == 3 and meta["resumed_from"]["path"] == str(tmp_path / "stage2")
+    a = load_file(str(tmp_path / "stage2" / "model.safetensors"))
+    b = load_file(str(tmp_path / "polished" / "model.safetensors"))
+    merger = [k for k in a if ".merger." in k]
+    lm = [k for k in a if k.endswith("self_attn.q_proj.weight")]
+    assert merger and lm
+    assert all(torch.equal(a[k], b[k]) for k in merger)
+    assert not any(torch.equal(a[k], b[k]) for k in lm)
+    log = pd.read_csv(tmp_path / "polished" / "train_log.csv")
+    assert list(log["stage"].unique()) == ["pretrain", "instruct", "polish"]
+    assert log[log["stage"] == "polish"]["val_macro_f1"].notna().all()
+    with pytest.raises(R.TrainError, match=r"stage2.*training\.json.*instruct_steps"):
+        TL.train_microvlm(tmp_path / "other", resume=tmp_path / "stage2", **{**kw, "instruct_steps": 5})
+    with pytest.raises(R.TrainError, match="output folder"):
+        TL.train_microvlm(tmp_path / "stage2", resume=tmp_path / "stage2", **kw)
+    assert (tmp_path / "stage2" / "model.safetensors").exists()     # the refused call deleted nothing

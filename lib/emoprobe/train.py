@@ -119,6 +119,7 @@ def _run(a) -> int:
                                            vision_steps=_scaled(R.VISION_TOWER_STEPS, s),
                                            pretrain_steps=_scaled(R.PRETRAIN_STEPS, s),
                                            instruct_steps=_scaled(R.INSTRUCT_STEPS, s),
+                                           polish_steps=_scaled(R.POLISH_STEPS, s) if R.POLISH_STEPS else 0,
                                            train_df=train_df, val_df=val_df, eval_every=max(1, _scaled(250, s)),
                                            workers=a.workers)
     if "lora" in todo:

@@ -506,11 +506,32 @@ def _save_hf(model, processor, out_dir: Path) -> None:
     processor.save_pretrained(out_dir)
 
 
-def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_steps: int = R.PRETRAIN_STEPS,
-                   instruct_steps: int = R.INSTRUCT_STEPS, train_df: pd.DataFrame | None = None,
+def _resume_check(resume, name: str, mode: str, seed: int, pretrain_steps: int, instruct_steps: int,
+                  mix: dict) -> dict:
+    """The ``training.json`` of a checkpoint to polish, after checking it was trained by stages 0-2 of the
+    current recipe (same model, seed, steps, task mix, merger schedule) and has not been polished already."""
+    f = Path(resume) / "training.json"
+    if not f.exists():
+        raise TrainError(f"{f}: missing; resume needs a folder written by train_microvlm")
+    prior = json.loads(f.read_text())
+    want = {"name": name, "mode": mode, "seed": seed, "pretrain_steps": pretrain_steps,
+            "instruct_steps": instruct_steps, "instruct_mix": dict(mix), "s0_loss": R.S0_LOSS,
+            "freeze_vision": R.FREEZE_VISION, "pretrain_merger": R.PRETRAIN_MERGER}
+    bad = {k: (prior.get(k), v) for k, v in want.items() if prior.get(k) != v}
+    if prior.get("polish_steps"):
+        bad["polish_steps"] = (prior["polish_steps"], 0)
+    if bad:
+        raise TrainError(f"{f}: not stages 0-2 of recipe {R.RECIPE!r}; differs in "
+                         + ", ".join(f"{k} (checkpoint {a!r}, recipe {b!r})" for k, (a, b) in bad.items()))
+    return prior
+
+
+def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_steps: int | None = None,
+                   instruct_steps: int | None = None, train_df: pd.DataFrame | None = None,
                    val_df: pd.DataFrame | None = None, eval_every: int = 250, device: str = "cpu",
                    word_p: dict | None = None, workers: int = 0, vision_steps: int | None = None,
-                   vision_tower=None, instruct_mix: dict | None = None) -> dict:
+                   vision_tower=None, instruct_mix: dict | None = None, resume=None,
+                   polish_steps: int | None = None) -> dict:
     """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions).
 
     ``word_p``: the per-label emotion-word probabilities, when computed elsewhere (must equal
@@ -519,10 +540,19 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     ``workers``: DataLoader worker processes preparing batches (same batches for any number).
     ``vision_tower``: a stage-0 tower (safetensors of ``model.model.visual``) to start from instead of running
     stage 0; ``instruct_mix``: another task mix than :data:`~emoprobe.train_recipe.INSTRUCT_MIX` (both for recipe
-    experiments, ``scripts/microvlm_budget.py``; the committed models use neither)."""
+    experiments, ``scripts/microvlm_budget.py``; the committed models use neither).
+    Step counts left at None are the recipe's (:mod:`~emoprobe.train_recipe`, read at call time).
+
+    ``resume``: a model folder this function wrote with the same recipe, seed and mode up to the end of stage 2
+    (its ``training.json`` is checked); its weights are loaded and only the polish stage
+    (:data:`~emoprobe.train_recipe.POLISH_STEPS`) runs, so a recipe that adds a polish stage to a committed one
+    does not retrain stages 0-2. Its ``train_log.csv`` rows head the new log, and ``training.json`` says it."""
     from . import captions
 
     vision_steps = R.VISION_TOWER_STEPS if vision_steps is None else vision_steps
+    pretrain_steps = R.PRETRAIN_STEPS if pretrain_steps is None else pretrain_steps
+    instruct_steps = R.INSTRUCT_STEPS if instruct_steps is None else instruct_steps
+    polish_steps = R.POLISH_STEPS if polish_steps is None else polish_steps
     if train_df is None or val_df is None:
         train_df, val_df = splits(seed)
     check_manifest(train_df, "microvlm train")
@@ -537,6 +567,8 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     cls_set = classify_clips(train_df, pool, seed, workers)
     gt = GroundTruth()
     out_dir = Path(out_dir)
+    if resume and Path(resume).resolve() == out_dir.resolve():
+        raise TrainError(f"{name}: resume folder {resume} is the output folder; write the polished model elsewhere")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     log_line(f"{name}: building tokenizer + model (seed {seed})")
@@ -544,9 +576,19 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     (out_dir / "tiny_build.json").unlink(missing_ok=True)   # random-init card; the README replaces it
     n_params = sum(p.numel() for p in model.parameters())
     data = MicroData(pool, cls_set, gt, seed, word_p, mix=instruct_mix)
-    log = CsvLog(out_dir / "train_log.csv")
+    prior = _resume_check(resume, name, mode, seed, pretrain_steps, instruct_steps, data.mix) if resume else None
+    if prior is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(resume) / "train_log.csv", out_dir / "train_log.csv")
+    log = CsvLog(out_dir / "train_log.csv", append=prior is not None)
     history = []
-    if vision_tower is not None:
+    if prior is not None:
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        processor = AutoProcessor.from_pretrained(resume)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(resume).to(device)
+        log_line(f"{name}: stages 0-2 loaded from {resume}; polish only")
+    elif vision_tower is not None:
         from safetensors.torch import load_file
 
         model.model.visual.load_state_dict(load_file(str(vision_tower), device=str(device)))
@@ -559,9 +601,14 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
         for n, p in visual.named_parameters():
             if not n.startswith("merger."):
                 p.requires_grad_(False)
-    for stage, steps, lr0 in (("pretrain", pretrain_steps, R.MICRO_LR), ("instruct", instruct_steps, R.INSTRUCT_LR)):
+    stages = [("pretrain", pretrain_steps, R.MICRO_LR), ("instruct", instruct_steps, R.INSTRUCT_LR),
+              ("polish", polish_steps, R.POLISH_LR)]
+    merger_trains = {"pretrain": R.PRETRAIN_MERGER, "instruct": True, "polish": R.POLISH_MERGER}
+    for stage, steps, lr0 in stages[2:] if prior is not None else stages:
+        if steps <= 0:
+            continue
         trainable = [p for n, p in model.named_parameters()
-                     if p.requires_grad and (stage != "pretrain" or R.PRETRAIN_MERGER or ".merger." not in n)]
+                     if p.requires_grad and (merger_trains[stage] or ".merger." not in n)]
         opt = torch.optim.AdamW(trainable, lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
         run = []
         loader = torch.utils.data.DataLoader(_Batches(processor, data, stage, steps, R.MICRO_BATCH), batch_size=None,
@@ -589,7 +636,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
             if (step + 1) % 25 == 0 or last:
                 row = dict(model=name, stage=stage, step=step + 1, loss=float(np.mean(run)), lr=lr,
                            elapsed_s=time.time() - t_start)
-                if (stage == "instruct" or step + 1 == steps) and ((step + 1) % eval_every == 0 or last):
+                if (stage != "pretrain" or step + 1 == steps) and ((step + 1) % eval_every == 0 or last):
                     ev = micro_eval(model, processor, val_df)
                     row.update(val_acc=ev["val_acc"], val_macro_f1=ev["val_macro_f1"], val_in_labels=ev["val_in_labels"])
                 log.row(**row)
@@ -604,7 +651,11 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     model.to("cpu")
     _save_hf(model, processor, out_dir)
     meta = {"name": name, "mode": mode, "device": device, "word_probs": word_p, "n_params": n_params, "seed": seed,
-            "vision_steps": vision_steps, "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps, "wall_s": time.time() - t_start,
+            "vision_steps": vision_steps, "pretrain_steps": pretrain_steps, "instruct_steps": instruct_steps,
+            "polish_steps": polish_steps, "polish_lr": R.POLISH_LR, "polish_merger": R.POLISH_MERGER,
+            "wall_s": time.time() - t_start + (prior["wall_s"] if prior else 0.0),
+            "resumed_from": None if prior is None else {"path": str(resume), "wall_s": prior["wall_s"],
+                                                        "recipe": prior.get("recipe")},
             "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
             "instruct_mix": dict(data.mix), "recipe": R.RECIPE, "s0_loss": R.S0_LOSS,
             "freeze_vision": R.FREEZE_VISION, "pretrain_merger": R.PRETRAIN_MERGER,
