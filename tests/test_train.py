@@ -443,6 +443,9 @@ def test_committed_microvlms_were_trained_with_the_committed_recipe():
         assert meta["recipe"] == R.COMMITTED, name
         assert meta["instruct_steps"] == rec["INSTRUCT_STEPS"] and meta["pretrain_steps"] == rec["PRETRAIN_STEPS"]
         assert meta.get("pretrain_merger", True) == rec.get("PRETRAIN_MERGER", R.RECIPE_BASE["PRETRAIN_MERGER"])
+        assert meta.get("polish_steps", 0) == rec.get("POLISH_STEPS", 0)
+        if meta.get("polish_steps"):
+            assert meta["polish_lr"] == rec["POLISH_LR"] and meta["polish_merger"] == rec["POLISH_MERGER"]
         n_extra = len(rec.get("CLS_EXTRA_SEEDS", ()))
         assert meta["cls_clips"] > 3000 * n_extra, (name, meta["cls_clips"])
 

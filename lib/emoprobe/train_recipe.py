@@ -189,7 +189,7 @@ RECIPES["motion-5splits-fm"] = {**RECIPES["motion-3splits-fm"], "CLS_EXTRA_SEEDS
 RECIPES["motion-3splits-fm-polish"] = {**RECIPES["motion-3splits-fm"], "POLISH_STEPS": 3000, "POLISH_LR": 1e-4,
                                        "POLISH_MERGER": False}
 RECIPE = "v1"
-COMMITTED = "motion-3splits-fm"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
+COMMITTED = "motion-3splits-fm-polish"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
 # the values of every constant some recipe changes, as defined above (the "v1" recipe's)
 RECIPE_BASE = {k: globals()[k] for k in sorted({k for r in RECIPES.values() for k in r})}
 
