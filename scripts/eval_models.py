@@ -170,14 +170,15 @@ def eval_msce(name: str, test, n_clips: int) -> dict:
 def eval_motion(name: str, test, n_clips: int) -> dict:
     b = models.load({"backend": "hf", "model": str(_where(name))})
     sub = train_data.per_class(test, max(1, n_clips // len(LABELS)), 0, "motion-check")
-    truth, said = [], []
-    for _, row in sub.iterrows():
+    truth, said, clip = [], [], []
+    for k, (_, row) in enumerate(sub.iterrows()):
         gt = synthfer.load_gt(row)
         keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
         reqs = [DescribeRequest(frames=g.frames, t=g.t, prompt=prompts.DESCRIBE["motion"]) for g in gaps]
         for j, a in enumerate(b.describe(reqs)):
             truth.append(captions.regions_moved(gt, float(keys.t[j]), float(keys.t[j + 1])))
             said.append(a.text)
+            clip.append(k)
     moved = [i for i, t in enumerate(truth) if t]
     still = [i for i, t in enumerate(truth) if not t]
     ment = [captions.regions_in_text(s) for s in said]
@@ -188,9 +189,23 @@ def eval_motion(name: str, test, n_clips: int) -> dict:
     rec = [len(ment[i] & truth[i]) / len(truth[i]) for i in moved]
     const = {r: float(np.mean([r in truth[i] for i in moved])) for r in captions.REGIONS} if moved else {}
     best_const = max(const, key=const.get) if const else None
+    ci = const_ci = None
+    if moved:   # 95% bootstrap CIs over clips (a clip's gaps move together), resampled within class
+        import pandas as pd
+
+        from emoprobe import metrics
+
+        per = pd.DataFrame({"clip": [clip[i] for i in moved], "hit": hit,
+                            "const": [best_const in truth[i] for i in moved]})
+        per = per.groupby("clip").agg(hit=("hit", "sum"), const=("const", "sum"), n=("hit", "size"))
+        per["label"] = sub["label"].to_numpy()[per.index]
+        ci = metrics.bootstrap_ci(per, lambda d: d["hit"].sum() / d["n"].sum(), n_boot=1000, seed=0)
+        const_ci = metrics.bootstrap_ci(per, lambda d: d["const"].sum() / d["n"].sum(), n_boot=1000, seed=0)
     return {
         "clips": len(sub), "gaps": len(truth), "gaps_with_motion": len(moved),
         "hit_rate": float(np.mean(hit)) if hit else None,
+        "hit_rate_ci95": [round(ci.lo, 4), round(ci.hi, 4)] if ci else None,
+        "baseline_constant_hit_rate_ci95": [round(const_ci.lo, 4), round(const_ci.hi, 4)] if const_ci else None,
         "first_region_accuracy": float(np.mean(first_ok)) if first_ok else None,
         "region_precision": float(np.mean(prec)) if prec else None,
         "region_recall": float(np.mean(rec)) if rec else None,
@@ -268,7 +283,7 @@ def main(argv=None) -> int:
                 r["motion"] = eval_motion(name, test, a.motion_clips)
                 m = r["motion"]
                 print(f"  motion summaries on {m['gaps']} test gaps ({m['gaps_with_motion']} with motion): hit rate "
-                      f"{m['hit_rate']:.3f}, first region {m['first_region_accuracy']:.3f}, precision "
+                      f"{m['hit_rate']:.3f} [{m['hit_rate_ci95'][0]:.3f}, {m['hit_rate_ci95'][1]:.3f}], first region {m['first_region_accuracy']:.3f}, precision "
                       f"{m['region_precision']}, recall {m['region_recall']:.3f}; best constant region "
                       f"{m['baseline_best_constant_region']!r} hits {m['baseline_constant_hit_rate']:.3f}", flush=True)
         print("  per-class F1: " + json.dumps(r.get("per_class_f1") or r["test"][r["chosen_on_val"]]["per_class_f1"]),

@@ -57,10 +57,15 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   (the same splits stage 0 reads: three times the identities, MAFW's long-tailed proportions kept;
   :func:`emoprobe.train_data.classify_clips`), with more instruction steps. vision3d still trains on the seed-0
   split alone, so MicroVLM now sees three times vision3d's labelled clips (its model card says so).
-* **microvlm, recipe "motion-3splits-fm"** (``--recipe motion-3splits-fm``; the committed checkpoints, seventh
-  session): "motion-3splits" with the merger frozen during stage 1 (:data:`PRETRAIN_MERGER` = False): caption
+* **microvlm, recipe "motion-3splits-fm"** (``--recipe motion-3splits-fm``; the seventh session's checkpoints):
+  "motion-3splits" with the merger frozen during stage 1 (:data:`PRETRAIN_MERGER` = False): caption
   pretraining trains the language model alone, so the merger reaches stage 2 with the weights stage 0 gave it
   (caption pretraining had undone a fifth of what a linear probe reads from its output).
+* **microvlm, recipe "motion-3splits-fm-polish"** (``--recipe motion-3splits-fm-polish``; the committed
+  checkpoints, eighth session): "motion-3splits-fm" plus a stage 3 ("polish", :data:`POLISH_STEPS`): more steps of
+  stage 2's task mix on fresh batches, a new cosine from :data:`POLISH_LR`, the merger frozen
+  (:data:`POLISH_MERGER`). The committed checkpoints are the seventh session's, polished
+  (``train_microvlm(resume=...)``).
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
 * **microvlm-lora-balanced**: :func:`emoprobe.train_loops.lora_balanced` on microvlm with :data:`LORA_PER_CLASS`
