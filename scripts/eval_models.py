@@ -220,7 +220,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", default=None, help="names under data/models, or model folders")
     ap.add_argument("--options", nargs="*", default=list(OPTIONS), help="VLM samplings to choose from on val")
-    ap.add_argument("--motion-clips", type=int, default=44)
+    ap.add_argument("--motion-clips", type=int, default=495,
+                    help="test clips for the motion-summary check (495: the whole split; about 1 min per model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true", help="write data/models/<name>/eval.json")
