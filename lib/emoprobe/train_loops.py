@@ -569,31 +569,31 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     out_dir = Path(out_dir)
     if resume and Path(resume).resolve() == out_dir.resolve():
         raise TrainError(f"{name}: resume folder {resume} is the output folder; write the polished model elsewhere")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    log_line(f"{name}: building tokenizer + model (seed {seed})")
-    processor, model = new_microvlm(out_dir, pool, gt, seed, device)
-    (out_dir / "tiny_build.json").unlink(missing_ok=True)   # random-init card; the README replaces it
-    n_params = sum(p.numel() for p in model.parameters())
     data = MicroData(pool, cls_set, gt, seed, word_p, mix=instruct_mix)
     prior = _resume_check(resume, name, mode, seed, pretrain_steps, instruct_steps, data.mix) if resume else None
-    if prior is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(resume) / "train_log.csv", out_dir / "train_log.csv")
-    log = CsvLog(out_dir / "train_log.csv", append=prior is not None)
-    history = []
-    if prior is not None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    if prior is not None:   # stages 0-2 come from the checkpoint: load it instead of building a new model
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
         processor = AutoProcessor.from_pretrained(resume)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(resume).to(device)
+        out_dir.mkdir(parents=True)
+        shutil.copy2(Path(resume) / "train_log.csv", out_dir / "train_log.csv")
         log_line(f"{name}: stages 0-2 loaded from {resume}; polish only")
-    elif vision_tower is not None:
+    else:
+        log_line(f"{name}: building tokenizer + model (seed {seed})")
+        processor, model = new_microvlm(out_dir, pool, gt, seed, device)
+        (out_dir / "tiny_build.json").unlink(missing_ok=True)   # random-init card; the README replaces it
+    n_params = sum(p.numel() for p in model.parameters())
+    log = CsvLog(out_dir / "train_log.csv", append=prior is not None)
+    history = []
+    if prior is None and vision_tower is not None:
         from safetensors.torch import load_file
 
         model.model.visual.load_state_dict(load_file(str(vision_tower), device=str(device)))
         log_line(f"{name}: stage-0 tower loaded from {vision_tower}")
-    elif vision_steps > 0:
+    elif prior is None and vision_steps > 0:
         stage0_cached(model, processor, data, vision_steps, device, workers, log, name, t_start, stage0_clips(train_df))
     set_seed(seed + 1)   # later stages start from the same RNG state whether stage 0 ran or was reused
     if R.FREEZE_VISION:
