@@ -20,6 +20,7 @@ and its last validation scores). Evaluate a finished model on the balanced test 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -128,8 +129,9 @@ def stage0(a) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     log = TL.CsvLog(out.with_suffix(".csv"))
     t0 = time.time()
-    TL.stage0_cached(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0,
-                     D.stage0_clips(train_df, a.workers))
+    clips = D.stage0_clips(train_df, a.workers)
+    key = TL.stage0_key(model, data, a.steps, a.device, clips)   # of the initial weights: before training
+    TL.stage0_cached(model, processor, data, a.steps, a.device, a.workers, log, "stage0", t0, clips)
     log.close()
     wall = time.time() - t0
     save_file({k: v.detach().cpu().contiguous() for k, v in model.model.visual.state_dict().items()}, str(out))
@@ -138,7 +140,9 @@ def stage0(a) -> int:
     info = {"tower": out.name, "recipe": a.recipe, "steps": a.steps, "wall_s": round(wall, 1), "threads": a.threads,
             "heldout_within_clip_r2": {k: round(v, 3) for k, v in r2.items()},
             "readout": "ridge from merged tokens (count:8, centred per clip) fitted on the pool, scored on the "
-                       "validation slice"}
+                       "validation slice",
+            # committing the tower with these two lets `make models` load it (train_loops.committed_tower)
+            "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "cache_key": key}
     out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info))
     print(f"stage 0 ({a.steps} steps) -> {out} (+ {out.with_suffix('.csv').name}, {out.with_suffix('.json').name})")

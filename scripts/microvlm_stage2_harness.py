@@ -129,7 +129,7 @@ def score_eval(model, rows, feats, pad_id, clips, labels, bs=44):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tower", default=str(paths.root() / "data" / "towers" / "stage0_cpu_motion-long.safetensors"),
+    ap.add_argument("--tower", default=str(paths.towers() / "stage0_cpu_motion-long.safetensors"),
                     help="stage-0 tower (default: the committed CPU rerun of motion-long's stage 0, data/towers/; the H200 tower of the committed MicroVLMs was not kept)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=1e-3)

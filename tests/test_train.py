@@ -591,6 +591,67 @@ def test_stage0_waits_for_a_tower_being_computed(tiny_vlm, tiny_df, tmp_path, mo
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_stage0_cache_is_filled_from_a_committed_tower_with_its_key(tiny_vlm, tiny_df, tmp_path, monkeypatch):
+    """``make models`` loads a committed tower (data/towers/) whose JSON carries the stage-0 cache key instead of
+    recomputing stage 0; a tower whose bytes differ from its JSON's sha256 raises naming the file; another key, or
+    EMOPROBE_RECOMPUTE_STAGE0=1, recomputes."""
+    import hashlib
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from emoprobe import paths
+    from emoprobe.train_recipe import TrainError
+
+    monkeypatch.setenv("EMOPROBE_CACHE", str(tmp_path / "cache"))
+    towers = tmp_path / "towers"
+    towers.mkdir()
+    monkeypatch.setattr(paths, "towers", lambda: towers)
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    data = D.MicroData(tiny_df, tiny_df, D.GroundTruth(), 0, captions.word_probs(MAFW, "uniform"))
+
+    def fresh():
+        torch.manual_seed(0)
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)
+
+    def run(name):
+        m = fresh()
+        TL.stage0_cached(m, proc, data, 2, "cpu", 0, TL.CsvLog(tmp_path / f"{name}.csv"), name, 0.0, tiny_df.head(6))
+        return m.model.visual.state_dict()
+
+    computed = run("a")
+    (entry,) = (tmp_path / "cache" / "train").glob("stage0_*.safetensors")
+    key = entry.stem.split("_", 1)[1]
+    # the "committed" tower differs from what stage 0 computes, so loading it is told apart from recomputing
+    committed = {k: v + 1.0 if v.is_floating_point() else v for k, v in load_file(str(entry)).items()}
+    save_file(committed, str(towers / "t.safetensors"))
+    shutil.copy2(entry.with_suffix(".csv"), towers / "t.csv")
+    meta = {"tower": "t.safetensors", "cache_key": key,
+            "sha256": hashlib.sha256((towers / "t.safetensors").read_bytes()).hexdigest()}
+    (towers / "t.json").write_text(json.dumps(meta))
+    shutil.rmtree(tmp_path / "cache" / "train")
+    got = run("b")
+    assert all(torch.equal(got[k], committed[k]) for k in committed)
+    rows = lambda n: [r.split(",")[1:] for r in (tmp_path / f"{n}.csv").read_text().splitlines()[1:]]  # noqa: E731
+    assert rows("b") == rows("a") != []                                        # its log rows come along
+
+    shutil.rmtree(tmp_path / "cache" / "train")
+    monkeypatch.setenv(TL.RECOMPUTE_STAGE0_ENV, "1")
+    got = run("c")
+    assert all(torch.equal(got[k], computed[k]) for k in computed)
+    monkeypatch.delenv(TL.RECOMPUTE_STAGE0_ENV)
+
+    shutil.rmtree(tmp_path / "cache" / "train")
+    (towers / "t.json").write_text(json.dumps({**meta, "sha256": "0" * 64}))
+    with pytest.raises(TrainError, match=r"t\.safetensors: sha256"):
+        run("d")
+    (towers / "t.json").write_text(json.dumps({**meta, "cache_key": "0" * 16}))
+    got = run("e")                                 # another key: the committed tower is not this entry
+    assert all(torch.equal(got[k], computed[k]) for k in computed)
+
+
 @pytest.mark.parametrize("train_merger", [False, True])
 def test_stage1_trains_the_merger_only_when_the_recipe_says_so(tiny_vlm, tiny_df, tmp_path, monkeypatch, train_merger):
     """``PRETRAIN_MERGER = False`` (recipe motion-3splits-fm): caption pretraining leaves the merger exactly at its

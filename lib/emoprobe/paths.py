@@ -36,5 +36,10 @@ def models() -> Path:
     return root() / "data" / "models"
 
 
+def towers() -> Path:
+    """Committed MicroVLM stage-0 towers (``train_loops.committed_tower``)."""
+    return root() / "data" / "towers"
+
+
 def reference() -> Path:
     return root() / "data" / "reference"

@@ -82,7 +82,14 @@ def main(argv=None) -> int:
                     help="with --all: 2 runs two chains side by side in separate processes (microvlm -> lora | "
                          "vision3d -> microvlm-uniform); each process uses --threads, so the weights are the "
                          "same as with --jobs 1")
+    ap.add_argument("--recompute-stage0", action="store_true",
+                    help="MicroVLM: recompute stage 0 even where a committed tower (data/towers/) has its cache key")
     a = ap.parse_args(argv)
+    if a.recompute_stage0:   # read by train_loops.committed_tower, here and in --jobs 2's child processes
+        import os
+
+        from .train_loops import RECOMPUTE_STAGE0_ENV
+        os.environ[RECOMPUTE_STAGE0_ENV] = "1"
     if a.steps_scale <= 0:
         ap.error("--steps-scale must be > 0")
     before = R.RECIPE

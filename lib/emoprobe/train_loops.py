@@ -398,12 +398,9 @@ def pretrain_vision_tower(model, processor, data: "MicroData", steps: int, devic
             run = []
 
 
-def stage0_cached(model, processor, data, steps, device, workers, log, name, t_start, clips) -> None:
-    """Stage 0 through a cache: it uses no words, so MicroVLM and MicroVLM-uniform (same seed, same initial
-    weights, same clips) get the identical tower; the second reuses the first's instead of recomputing it. The
-    key holds everything that affects the result: initial tower weights, clips, steps, recipe constants, the
-    source of the stage-0 functions, device and thread count. Its log rows are stored with it and copied into
-    ``log``."""
+def stage0_key(model, data, steps, device, clips) -> str:
+    """The stage-0 cache key (16 hex digits): initial tower weights, clips, steps, every stage-0 recipe constant,
+    the source of every function stage 0 runs through, device and torch thread count."""
     import inspect
 
     visual = model.model.visual
@@ -419,7 +416,16 @@ def stage0_cached(model, processor, data, steps, device, workers, log, name, t_s
     for fn in (pretrain_vision_tower, VisionBatches, video_pixels, patch_targets, vision_targets, _target_norm,
                _centre, _motion_loss, cosine_lr, seeded_rng):
         h.update(inspect.getsource(fn).encode())
-    path = paths.cache() / "train" / f"stage0_{h.hexdigest()[:16]}.safetensors"
+    return h.hexdigest()[:16]
+
+
+def stage0_cached(model, processor, data, steps, device, workers, log, name, t_start, clips) -> None:
+    """Stage 0 through a cache: it uses no words, so MicroVLM and MicroVLM-uniform (same seed, same initial
+    weights, same clips) get the identical tower; the second reuses the first's instead of recomputing it. The
+    key holds everything that affects the result: initial tower weights, clips, steps, recipe constants, the
+    source of the stage-0 functions, device and thread count. Its log rows are stored with it and copied into
+    ``log``."""
+    path = paths.cache() / "train" / f"stage0_{stage0_key(model, data, steps, device, clips)}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     # one process computes a key at a time: `make models` runs MicroVLM and MicroVLM-uniform in two chains, and
     # the second waits here for the first's tower instead of computing the same one beside it
@@ -439,6 +445,8 @@ def _stage0_locked(model, processor, data, steps, device, workers, log, name, t_
 
     visual = model.model.visual
     rows_path = path.with_suffix(".csv")
+    if not (path.exists() and rows_path.exists()):
+        committed_tower(path)
     if path.exists() and rows_path.exists():
         visual.load_state_dict(load_file(str(path), device=str(device)))
         for r in pd.read_csv(rows_path).to_dict("records"):
@@ -453,6 +461,44 @@ def _stage0_locked(model, processor, data, steps, device, workers, log, name, t_
     save_file({k: v.detach().cpu().contiguous() for k, v in visual.state_dict().items()}, str(path) + ".tmp")
     os.replace(str(path) + ".tmp", path)
     os.replace(rows_path.with_suffix(".tmp.csv"), rows_path)
+
+
+RECOMPUTE_STAGE0_ENV = "EMOPROBE_RECOMPUTE_STAGE0"   # "1": ignore committed towers (``train --recompute-stage0``)
+
+
+def committed_tower(path: Path) -> Path | None:
+    """Fill the stage-0 cache entry ``path`` from a committed tower with the same cache key, if there is one.
+
+    ``data/towers/*.json`` describe towers that :func:`stage0_cached` computed and that were then committed (stage 0
+    is the longest stage on the CPU). A tower is used only if its JSON's ``cache_key`` equals this entry's key (which
+    covers the initial weights, the clips, the step count, every stage-0 constant, the source of every stage-0
+    function, the device and the thread count) and the file's sha256 equals the JSON's; a mismatched hash raises
+    :class:`TrainError` naming the file. Returns the tower used, or None (also when
+    ``EMOPROBE_RECOMPUTE_STAGE0=1``)."""
+    if os.environ.get(RECOMPUTE_STAGE0_ENV) == "1":
+        return None
+    key = path.stem.split("_", 1)[1]
+    for meta_path in sorted(paths.towers().glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("cache_key") != key:
+            continue
+        tower = meta_path.with_name(meta["tower"])
+        rows = tower.with_suffix(".csv")
+        for f in (tower, rows):
+            if not f.exists():
+                raise TrainError(f"{meta_path}: names {f.name}, which is missing")
+        digest = hashlib.sha256(tower.read_bytes()).hexdigest()
+        if digest != meta.get("sha256"):
+            raise TrainError(f"{tower}: sha256 {digest[:12]}... differs from {meta_path.name}'s "
+                             f"{str(meta.get('sha256'))[:12]}... (a changed or truncated tower)")
+        shutil.copy2(rows, path.with_suffix(".csv.tmp"))
+        shutil.copy2(tower, str(path) + ".tmp")
+        os.replace(path.with_suffix(".csv.tmp"), path.with_suffix(".csv"))
+        os.replace(str(path) + ".tmp", path)
+        log_line(f"stage 0: cache entry {path.name} filled from the committed tower {tower.name} (same cache key; "
+                 f"{RECOMPUTE_STAGE0_ENV}=1 recomputes it)")
+        return tower
+    return None
 
 
 class _Batches(torch.utils.data.Dataset):
