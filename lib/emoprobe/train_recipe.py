@@ -65,7 +65,9 @@ Recipes (all data from the SynthFER MAFW label set, seed ``seed``; "train" = ``s
   checkpoints, eighth session): "motion-3splits-fm" plus a stage 3 ("polish", :data:`POLISH_STEPS`): more steps of
   stage 2's task mix on fresh batches, a new cosine from :data:`POLISH_LR`, the merger frozen
   (:data:`POLISH_MERGER`). The committed checkpoints are the seventh session's, polished
-  (``train_microvlm(resume=...)``).
+  (``train_microvlm(resume=...)``). Since the ninth session ``make models`` loads its stage 0 from the committed
+  tower ``data/towers/stage0_cpu_motion-long.safetensors`` (same cache key; :func:`emoprobe.train_loops.committed_tower`).
+  A 6000-step polish ("motion-3splits-fm-polish6k") was tried and not adopted (no measurable gain).
 * **microvlm-uniform**: identical, with ``word_probs(mode="uniform")``. Same seed, clips, frame draws, caption
   draws, steps; the two pretraining corpora differ only in which captions carry an emotion word.
 * **microvlm-lora-balanced**: :func:`emoprobe.train_loops.lora_balanced` on microvlm with :data:`LORA_PER_CLASS`
@@ -193,6 +195,12 @@ RECIPES["motion-5splits-fm"] = {**RECIPES["motion-3splits-fm"], "CLS_EXTRA_SEEDS
 # (``train_microvlm(resume=...)``). An eighth-session choice, fixed before its result.
 RECIPES["motion-3splits-fm-polish"] = {**RECIPES["motion-3splits-fm"], "POLISH_STEPS": 3000, "POLISH_LR": 1e-4,
                                        "POLISH_MERGER": False}
+# "motion-3splits-fm-polish" with a polish stage twice as long (6000 steps). Tried in the ninth session on the
+# seventh session's stage-2 checkpoints and NOT adopted: on the seed-4242 selection split the paired differences from
+# the 3000-step polish were +0.013 / -0.010 (MicroVLM, count:8 / fps:2) and -0.021 / +0.040 (uniform), all inside
+# their intervals, for 27 more minutes per MicroVLM (data/benchmarks/2026-12-07_cpu_select_polish6000.txt). Kept so
+# the negative result can be rerun.
+RECIPES["motion-3splits-fm-polish6k"] = {**RECIPES["motion-3splits-fm-polish"], "POLISH_STEPS": 6000}
 RECIPE = "v1"
 COMMITTED = "motion-3splits-fm-polish"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
 # the values of every constant some recipe changes, as defined above (the "v1" recipe's)
