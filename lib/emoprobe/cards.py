@@ -153,6 +153,13 @@ _NOTES = {
         "summaries stay below the first checkpoints' (region hit rate 0.70 against 0.84 for the recipe-v1 "
         "MicroVLM, whose classification was near chance, on the whole test split, `data/benchmarks/2026-12-06_cpu_motion_compare.txt`; issue 12 asks for "
         "0.856, measured on 90 gaps), though clearly above the best constant answer (0.631).",
+        "Issue 12, ninth session: checkpoints unchanged. A polish twice as long (6000 steps, same lr and mix; recipe "
+        "`motion-3splits-fm-polish6k`) was run on the same stage-2 checkpoints and not adopted: on the selection "
+        "split its paired differences from these checkpoints were +0.013 / -0.010 (MicroVLM, count:8 / fps:2) and "
+        "-0.021 / +0.040 (uniform), all inside their intervals, while its training loss kept falling (0.41 to 0.33; "
+        "`data/benchmarks/2026-12-07_cpu_select_polish6000.txt`). More low-lr instruction steps no longer raise "
+        "held-out F1: the language model reads about what its tokens allow, so what would reach further is in the "
+        "tokens (stage 0, the merger, the legibility of SynthFER's expressions), not in stage 2/3 length.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]
