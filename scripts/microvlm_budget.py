@@ -20,7 +20,6 @@ and its last validation scores). Evaluate a finished model on the balanced test 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -116,6 +115,7 @@ def stage0(a) -> int:
     from safetensors.torch import save_file
 
     from emoprobe import train_data as D, train_loops as TL, train_recipe as R
+    from emoprobe.vision import sha256_file
 
     torch.set_num_threads(a.threads)
     R.use_recipe(a.recipe)
@@ -142,7 +142,7 @@ def stage0(a) -> int:
             "readout": "ridge from merged tokens (count:8, centred per clip) fitted on the pool, scored on the "
                        "validation slice",
             # committing the tower with these two lets `make models` load it (train_loops.committed_tower)
-            "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "cache_key": key}
+            "sha256": sha256_file(out), "cache_key": key}
     out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info))
     print(f"stage 0 ({a.steps} steps) -> {out} (+ {out.with_suffix('.csv').name}, {out.with_suffix('.json').name})")

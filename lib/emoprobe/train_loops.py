@@ -487,7 +487,9 @@ def committed_tower(path: Path) -> Path | None:
         for f in (tower, rows):
             if not f.exists():
                 raise TrainError(f"{meta_path}: names {f.name}, which is missing")
-        digest = hashlib.sha256(tower.read_bytes()).hexdigest()
+        from .vision import sha256_file
+
+        digest = sha256_file(tower)
         if digest != meta.get("sha256"):
             raise TrainError(f"{tower}: sha256 {digest[:12]}... differs from {meta_path.name}'s "
                              f"{str(meta.get('sha256'))[:12]}... (a changed or truncated tower)")
