@@ -464,6 +464,12 @@ def test_card_quotes_the_models_own_recipe(tmp_path):
     assert R.RECIPE == "v1"
     assert "1500 steps of 32 clips" in text and "train splits of seeds [1, 2]" in text and "trained on NVIDIA H200" in text
     assert "lr 0.0003" in text
+    (d / "stage0.json").write_text(json.dumps({"tower": "data/towers/t.safetensors", "sha256": "ab" * 32,
+                                               "device": "cpu", "wall_s": 2431, "log": "t.csv",
+                                               "heldout_within_clip_r2": {"landmark": 0.91, "au": 0.61}}))
+    text = cards.write_card(d).read_text()
+    assert "loaded from the committed tower `data/towers/t.safetensors`" in text and "trained on cpu" in text
+    assert "landmarks 0.91" in text
     meta["recipe"], meta["s0_loss"] = "v1", "absolute"
     (d / "training.json").write_text(json.dumps(meta))
     (d / "stage0.json").unlink()
