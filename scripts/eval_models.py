@@ -170,15 +170,49 @@ def eval_msce(name: str, test, n_clips: int) -> dict:
 def eval_motion(name: str, test, n_clips: int) -> dict:
     b = models.load({"backend": "hf", "model": str(_where(name))})
     sub = train_data.per_class(test, max(1, n_clips // len(LABELS)), 0, "motion-check")
-    truth, said, clip = [], [], []
+    truth, said, clip, change = [], [], [], []
     for k, (_, row) in enumerate(sub.iterrows()):
         gt = synthfer.load_gt(row)
         keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
         reqs = [DescribeRequest(frames=g.frames, t=g.t, prompt=prompts.DESCRIBE["motion"]) for g in gaps]
         for j, a in enumerate(b.describe(reqs)):
-            truth.append(captions.regions_moved(gt, float(keys.t[j]), float(keys.t[j + 1])))
+            ch = captions.region_changes(gt, float(keys.t[j]), float(keys.t[j + 1]))
+            truth.append(set(ch))
+            change.append(max(ch.values(), default=0.0))
             said.append(a.text)
             clip.append(k)
+    out = motion_scores(truth, said, clip, change, sub["label"].to_numpy())
+    return {"clips": len(sub), **out}
+
+
+def _region_set_f1(said: set, true: set) -> float:
+    tp = len(said & true)
+    return 2 * tp / (len(said) + len(true)) if said or true else 1.0
+
+
+def _bal_acc_one(d, r: str) -> float:
+    """Balanced accuracy of "region r named" against "region r moved" from the summed tp/fn/fp/tn columns."""
+    tp, fn, fp, tn = (d[f"{r}|{x}"].sum() for x in ("tp", "fn", "fp", "tn"))
+    return 0.5 * (tp / (tp + fn) + tn / (tn + fp)) if tp + fn and fp + tn else float("nan")
+
+
+def motion_scores(truth: list[set], said: list[str], clip: list[int], change: list[float], clip_labels,
+                  n_boot: int = 1000) -> dict:
+    """Scores of motion summaries against the ground truth, one entry per gap (``truth``: the regions that moved,
+    ``said``: the text, ``clip``: the index of its clip in ``clip_labels``, ``change``: its largest AU change).
+
+    The hit rate (some region it names truly moved) rewards naming many regions: a constant answer naming the
+    two or three most often moving regions hits most gaps without looking (``baseline_constant_sets``, each the
+    best constant set of its size on these very gaps). Two scores that a constant answer cannot game:
+    ``region_balanced_accuracy`` (per region, over every gap, moving or still: the mean of the rate at which a
+    region that moved is named and the rate at which one that did not is left out; averaged over the regions
+    that both moved and stayed somewhere; any constant answer scores 0.5) and the per-gap ``region_f1`` of the
+    named against the moved regions, beside the best constant set's. 95% bootstrap CIs over clips (a clip's
+    gaps move together), resampled within class."""
+    import pandas as pd
+
+    from emoprobe import metrics
+
     moved = [i for i, t in enumerate(truth) if t]
     still = [i for i, t in enumerate(truth) if not t]
     ment = [captions.regions_in_text(s) for s in said]
@@ -189,31 +223,78 @@ def eval_motion(name: str, test, n_clips: int) -> dict:
     rec = [len(ment[i] & truth[i]) / len(truth[i]) for i in moved]
     const = {r: float(np.mean([r in truth[i] for i in moved])) for r in captions.REGIONS} if moved else {}
     best_const = max(const, key=const.get) if const else None
+    sets = {}
+    if moved:
+        import itertools
+
+        for k in (1, 2, 3):
+            best = max(itertools.combinations(captions.REGIONS, k),
+                       key=lambda c: (np.mean([bool(set(c) & truth[i]) for i in moved]), c))
+            sets[k] = set(best)
+    # per-gap table, aggregated per clip for the bootstrap
+    regs = [r for r in captions.REGIONS if any(r in t for t in truth) and any(r not in t for t in truth)]
+    cols = {"clip": clip, "moving": [bool(t) for t in truth],
+            "hit": [bool(ment[i] & truth[i]) for i in range(len(truth))],
+            "f1": [_region_set_f1(ment[i], truth[i]) for i in range(len(truth))]}
+    for k, c in sets.items():
+        cols[f"hit_c{k}"] = [bool(c & t) for t in truth]
+        cols[f"f1_c{k}"] = [_region_set_f1(c, t) for t in truth]
+    for r in regs:
+        m = np.array([r in x for x in ment])
+        t = np.array([r in x for x in truth])
+        for nm, v in (("tp", m & t), ("fn", ~m & t), ("fp", m & ~t), ("tn", ~m & ~t)):
+            cols[f"{r}|{nm}"] = v.astype(int)
+    g = pd.DataFrame(cols)
+    for c in [c for c in g.columns if c.startswith(("hit", "f1"))]:
+        g[c] = g[c].where(g["moving"], 0)
+    per = g.drop(columns="moving").assign(n=g["moving"].astype(int)).groupby("clip").sum()
+    per["label"] = np.asarray(clip_labels)[per.index]
+
+    def bal_acc(d):
+        vals = [v for v in (_bal_acc_one(d, r) for r in regs) if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def ci_of(fn):
+        c = metrics.bootstrap_ci(per, fn, n_boot=n_boot, seed=0)
+        return round(c.point, 4), [round(c.lo, 4), round(c.hi, 4)]
+
+    def rate(col):
+        return lambda d: d[col].sum() / d["n"].sum()
+
+    out = {"gaps": len(truth), "gaps_with_motion": len(moved)}
     ci = const_ci = None
-    if moved:   # 95% bootstrap CIs over clips (a clip's gaps move together), resampled within class
-        import pandas as pd
-
-        from emoprobe import metrics
-
-        per = pd.DataFrame({"clip": [clip[i] for i in moved], "hit": hit,
-                            "const": [best_const in truth[i] for i in moved]})
-        per = per.groupby("clip").agg(hit=("hit", "sum"), const=("const", "sum"), n=("hit", "size"))
-        per["label"] = sub["label"].to_numpy()[per.index]
-        ci = metrics.bootstrap_ci(per, lambda d: d["hit"].sum() / d["n"].sum(), n_boot=1000, seed=0)
-        const_ci = metrics.bootstrap_ci(per, lambda d: d["const"].sum() / d["n"].sum(), n_boot=1000, seed=0)
-    return {
-        "clips": len(sub), "gaps": len(truth), "gaps_with_motion": len(moved),
+    if moved:
+        _, ci = ci_of(rate("hit"))
+        _, const_ci = ci_of(rate("hit_c1"))
+    ba, ba_ci = ci_of(bal_acc) if regs else (None, None)
+    f1, f1_ci = ci_of(rate("f1")) if moved else (None, None)
+    out.update({
         "hit_rate": float(np.mean(hit)) if hit else None,
-        "hit_rate_ci95": [round(ci.lo, 4), round(ci.hi, 4)] if ci else None,
-        "baseline_constant_hit_rate_ci95": [round(const_ci.lo, 4), round(const_ci.hi, 4)] if const_ci else None,
+        "hit_rate_ci95": ci,
+        "baseline_constant_hit_rate_ci95": const_ci,
         "first_region_accuracy": float(np.mean(first_ok)) if first_ok else None,
         "region_precision": float(np.mean(prec)) if prec else None,
         "region_recall": float(np.mean(rec)) if rec else None,
+        "region_f1": f1, "region_f1_ci95": f1_ci,
+        "region_balanced_accuracy": ba, "region_balanced_accuracy_ci95": ba_ci,
+        "region_balanced_accuracy_per_region": {r: round(_bal_acc_one(per, r), 4) for r in regs},
         "still_gaps_said_still": float(np.mean(["still" in said[i] for i in still])) if still else None,
+        "moving_gaps_said_still": float(np.mean(["still" in said[i] for i in moved])) if moved else None,
+        # hit rate by the gap's largest AU change (the words of captions.motion_summary: slightly < 0.3 <=
+        # moderately < 0.55 <= strongly): are the misses the small movements?
+        "hit_rate_by_change": {
+            name: {"gaps": len(idx), "hit_rate": float(np.mean([hit[moved.index(i)] for i in idx])) if idx else None}
+            for name, lo, hi in (("slight", 0.0, 0.3), ("moderate", 0.3, 0.55), ("strong", 0.55, 9.0))
+            for idx in [[i for i in moved if lo <= change[i] < hi]]},
         "baseline_best_constant_region": best_const,
         "baseline_constant_hit_rate": const.get(best_const) if best_const else None,
+        "baseline_constant_sets": {str(k): {"regions": sorted(c), "hit_rate": round(float(g[f"hit_c{k}"].sum()
+                                                                                         / len(moved)), 4),
+                                            "region_f1": round(float(g[f"f1_c{k}"].sum() / len(moved)), 4)}
+                                   for k, c in sets.items()},
         "examples": [{"truth": sorted(truth[i]), "said": said[i]} for i in range(min(6, len(said)))],
-    }
+    })
+    return out
 
 
 def main(argv=None) -> int:

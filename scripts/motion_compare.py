@@ -7,6 +7,7 @@ a hit = some region it names truly moved) on a larger sample of the balanced tes
 with bootstrap CIs over clips, and the best constant answer's hit rate as the baseline.
 
     python scripts/motion_compare.py data/models/microvlm data/cache/ckpt/2ba1274/microvlm --clips 495
+    python scripts/motion_compare.py <candidate> --selection --clips 220   # for a choice: the selection split
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import eval_models as E  # noqa: E402  (the same motion check as the quality report)
+import microvlm_select as S  # noqa: E402  (the selection split)
 
 from emoprobe import synthfer, threads  # noqa: E402
 
@@ -26,10 +28,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="model folders")
     ap.add_argument("--clips", type=int, default=495, help="test clips (class-balanced; 495 = the whole split)")
+    ap.add_argument("--selection", action="store_true",
+                    help="use the seed-4242 selection split (220 clips; microvlm_select.py's) instead of the test "
+                         "split: for choices, which are never made on the test split")
     ap.add_argument("--out", default=None, help="write the rows as JSON")
     a = ap.parse_args(argv)
     threads.configure()
-    test = synthfer.dataset("mafw", "test", seed=0)
+    test = (synthfer.dataset("mafw", "test", seed=S.SEED, n_per_class=S.PER_CLASS) if a.selection
+            else synthfer.dataset("mafw", "test", seed=0))
     rows = []
     for path in a.models:
         m = E.eval_motion(path, test, a.clips)

@@ -85,6 +85,8 @@ def test_motion_summary_rules():
     s = captions.motion_summary(gt, 0, 2)
     assert "brows lower and draw together moderately midway then relax" in s, s
     assert captions.regions_moved(gt, 0, 2) == {"lip corners", "brows"}
+    ch = captions.region_changes(gt, 0, 2)                                # the magnitudes behind the words
+    assert ch["lip corners"] == pytest.approx(0.8, abs=0.01) and ch["brows"] == pytest.approx(0.4, abs=0.02)
     assert captions.regions_moved(gt, 1.5, 2) == set()                    # window restricts
     with pytest.raises(captions.CaptionError):
         captions.motion_summary(gt, 1.0, 1.0)

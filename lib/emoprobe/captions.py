@@ -189,7 +189,12 @@ def _region_changes(gt: Mapping, t0: float, t1: float):
 
 def regions_moved(gt: Mapping, t0: float, t1: float) -> set[str]:
     """The face regions whose AUs changed by at least MOVE_THRESHOLD in ``[t0, t1)``."""
-    return {r for r, _, _ in _region_changes(gt, t0, t1)[0]}
+    return set(region_changes(gt, t0, t1))
+
+
+def region_changes(gt: Mapping, t0: float, t1: float) -> dict[str, float]:
+    """Region -> its largest AU change (max - min) in ``[t0, t1)``, for the regions that moved (>= MOVE_THRESHOLD)."""
+    return {r: c for r, c, _ in _region_changes(gt, t0, t1)[0]}
 
 
 def _how_much(c: float) -> str:
