@@ -366,8 +366,13 @@ def main(argv=None) -> int:
                 m = r["motion"]
                 print(f"  motion summaries on {m['gaps']} test gaps ({m['gaps_with_motion']} with motion): hit rate "
                       f"{m['hit_rate']:.3f} [{m['hit_rate_ci95'][0]:.3f}, {m['hit_rate_ci95'][1]:.3f}], first region {m['first_region_accuracy']:.3f}, precision "
-                      f"{m['region_precision']}, recall {m['region_recall']:.3f}; best constant region "
+                      f"{m['region_precision']:.3f}, recall {m['region_recall']:.3f}; best constant region "
                       f"{m['baseline_best_constant_region']!r} hits {m['baseline_constant_hit_rate']:.3f}", flush=True)
+                c2 = m["baseline_constant_sets"].get("2", {})
+                print(f"  against chance: region balanced accuracy {m['region_balanced_accuracy']:.3f} "
+                      f"[{m['region_balanced_accuracy_ci95'][0]:.3f}, {m['region_balanced_accuracy_ci95'][1]:.3f}] "
+                      f"(constant answers 0.5), region F1 {m['region_f1']:.3f}; the best constant two-region answer "
+                      f"{c2.get('regions')} hits {c2.get('hit_rate')} at region F1 {c2.get('region_f1')}", flush=True)
         print("  per-class F1: " + json.dumps(r.get("per_class_f1") or r["test"][r["chosen_on_val"]]["per_class_f1"]),
               flush=True)
         results[name] = r

@@ -725,3 +725,32 @@ def test_polish_resumes_a_stage2_checkpoint_with_the_merger_frozen(tiny_vlm, tin
     with pytest.raises(R.TrainError, match="output folder"):
         TL.train_microvlm(tmp_path / "stage2", resume=tmp_path / "stage2", **kw)
     assert (tmp_path / "stage2" / "model.safetensors").exists()     # the refused call deleted nothing
+
+
+def test_motion_descriptions_come_from_the_pool_or_the_classification_set(tiny_df, monkeypatch):
+    """MOTION_FROM: the committed recipe draws stage 2's motion descriptions from the pool (gaps cached); "cls" draws
+    them from the classification set (not cached: thousands of clips); anything else is refused."""
+    from emoprobe import train_data as D
+
+    pool, cls_set = tiny_df.head(4).reset_index(drop=True), tiny_df
+    data = D.MicroData(pool, cls_set, D.GroundTruth(), 0, captions.word_probs(MAFW, "uniform"))
+
+    def drawn(n=12):
+        out = []
+        for k in range(n):
+            rng = D.seeded_rng(0, "t", k)
+            i = int(D.seeded_rng(0, "t", k).integers(len(pool if R.MOTION_FROM == "pool" else cls_set)))
+            ex = data.motion_example(rng)
+            out.append((pool if R.MOTION_FROM == "pool" else cls_set).iloc[i]["clip_id"])
+            assert ex.task == "motion" and ex.answer
+        return out
+
+    assert R.MOTION_FROM == "pool"
+    assert set(drawn()) <= set(pool["clip_id"]) and set(data._gaps) <= set(pool["clip_id"]) and data._gaps
+    data._gaps.clear()
+    monkeypatch.setattr(R, "MOTION_FROM", "cls")
+    got = set(drawn())
+    assert got <= set(cls_set["clip_id"]) and len(got - set(pool["clip_id"])) > 0 and not data._gaps
+    monkeypatch.setattr(R, "MOTION_FROM", "everything")
+    with pytest.raises(R.TrainError, match="MOTION_FROM"):
+        data.motion_example(D.seeded_rng(0, "t", 0))

@@ -368,11 +368,16 @@ class MicroData:
     def motion_example(self, rng) -> Example:
         from . import captions, sampling
 
-        row = self._row(self.pool, rng)
-        if row["clip_id"] not in self._gaps:
-            keys, gaps = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
-            self._gaps[row["clip_id"]] = (keys.t.copy(), [(g.frames, g.t) for g in gaps])
-        kt, gaps = self._gaps[row["clip_id"]]
+        if R.MOTION_FROM not in ("pool", "cls"):
+            raise TrainError(f"MOTION_FROM must be 'pool' or 'cls', not {R.MOTION_FROM!r}")
+        row = self._row(self.pool if R.MOTION_FROM == "pool" else self.cls_set, rng)
+        if row["clip_id"] in self._gaps:
+            kt, gaps = self._gaps[row["clip_id"]]
+        else:
+            keys, g = sampling.keyframes_gaps(row["path"], key_fps=1, m=4)
+            kt, gaps = keys.t.copy(), [(x.frames, x.t) for x in g]
+            if R.MOTION_FROM == "pool":   # 660 clips: keep their decoded gaps; thousands would not fit in memory
+                self._gaps[row["clip_id"]] = (kt, gaps)
         j = int(rng.integers(len(gaps)))
         fr, t = gaps[j]
         text = captions.motion_summary(self.gt(row), float(kt[j]), float(kt[j + 1]))
