@@ -182,7 +182,40 @@ def eval_motion(name: str, test, n_clips: int) -> dict:
             said.append(a.text)
             clip.append(k)
     out = motion_scores(truth, said, clip, change, sub["label"].to_numpy())
-    return {"clips": len(sub), **out}
+    # the per-gap data, for paired comparisons (motion_compare.py); not written to eval.json
+    return {"clips": len(sub), **out, "_per_gap": {"truth": truth, "said": said, "clip": clip,
+                                                  "labels": sub["label"].to_numpy()}}
+
+
+def paired_balanced_accuracy(a: dict, b: dict, n_boot: int = 1000):
+    """Paired bootstrap (clips resampled within class, the same draws for both) of the difference in region
+    balanced accuracy ``b - a`` between two models' summaries of the same gaps (``eval_motion``'s ``_per_gap``)."""
+    import pandas as pd
+
+    from emoprobe import metrics
+
+    if a["truth"] != b["truth"] or list(a["clip"]) != list(b["clip"]):
+        raise ValueError("paired_balanced_accuracy: the two runs did not describe the same gaps")
+    truth, clip = a["truth"], a["clip"]
+    regs = [r for r in captions.REGIONS if any(r in t for t in truth) and any(r not in t for t in truth)]
+    cols = {"clip": clip}
+    for tag, run in (("a", a), ("b", b)):
+        ment = [captions.regions_in_text(x) for x in run["said"]]
+        for r in regs:
+            m = np.array([r in x for x in ment])
+            t = np.array([r in x for x in truth])
+            for nm, v in (("tp", m & t), ("fn", ~m & t), ("fp", m & ~t), ("tn", ~m & ~t)):
+                cols[f"{tag}{r}|{nm}"] = v.astype(int)
+    per = pd.DataFrame(cols).groupby("clip").sum()
+    per["label"] = np.asarray(a["labels"])[per.index]
+
+    def diff(d):
+        def bal(tag):
+            v = [_bal_acc_one(d.rename(columns=lambda c: c[1:] if c.startswith(tag) else "_" + c), r) for r in regs]
+            return float(np.nanmean(v))
+        return bal("b") - bal("a")
+
+    return metrics.bootstrap_ci(per, diff, n_boot=n_boot, seed=0)
 
 
 def _region_set_f1(said: set, true: set) -> float:
@@ -363,6 +396,7 @@ def main(argv=None) -> int:
                       f"macro-F1 {ms['macro_f1']:.3f}", flush=True)
             if a.motion_clips > 0:
                 r["motion"] = eval_motion(name, test, a.motion_clips)
+                r["motion"].pop("_per_gap")
                 m = r["motion"]
                 print(f"  motion summaries on {m['gaps']} test gaps ({m['gaps_with_motion']} with motion): hit rate "
                       f"{m['hit_rate']:.3f} [{m['hit_rate_ci95'][0]:.3f}, {m['hit_rate_ci95'][1]:.3f}], first region {m['first_region_accuracy']:.3f}, precision "

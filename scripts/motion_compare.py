@@ -36,10 +36,17 @@ def main(argv=None) -> int:
     threads.configure()
     test = (synthfer.dataset("mafw", "test", seed=S.SEED, n_per_class=S.PER_CLASS) if a.selection
             else synthfer.dataset("mafw", "test", seed=0))
-    rows = []
+    rows, first = [], None
     for path in a.models:
         m = E.eval_motion(path, test, a.clips)
+        gaps = m.pop("_per_gap")
         rows.append({"model": path, **{k: v for k, v in m.items() if k != "examples"}})
+        if first is None:
+            first = gaps
+        else:   # paired: the same gaps, the same bootstrap draws
+            d = E.paired_balanced_accuracy(first, gaps)
+            rows[-1]["balanced_accuracy_paired_diff_vs_first"] = {"vs": a.models[0], "diff": round(d.point, 4),
+                                                                 "ci95": [round(d.lo, 4), round(d.hi, 4)]}
         print(json.dumps(rows[-1]), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")

@@ -51,3 +51,20 @@ def test_a_perfect_answer_scores_one_and_a_noisy_one_in_between():
     assert 0.55 < m["region_balanced_accuracy"] < 0.95
     assert m["hit_rate_by_change"]["moderate"]["gaps"] == m["gaps_with_motion"]
     assert set(m["region_balanced_accuracy_per_region"]) == {"eyes", "jaw", "brows", "lips"}
+
+
+def test_paired_balanced_accuracy_sees_a_better_reader():
+    truth, clip, labels = _gaps(3, n_clips=40)
+    rng = np.random.default_rng(4)
+    half = [t if rng.random() < 0.4 else set() for t in truth]
+    most = [t if rng.random() < 0.9 else set() for t in truth]
+    a = {"truth": truth, "clip": clip, "labels": labels, "said": [_text(t) for t in half]}
+    b = {**a, "said": [_text(t) for t in most]}
+    d = E.paired_balanced_accuracy(a, b, n_boot=200)
+    one = E.motion_scores(truth, a["said"], clip, [0.5] * len(truth), labels, n_boot=10)
+    two = E.motion_scores(truth, b["said"], clip, [0.5] * len(truth), labels, n_boot=10)
+    assert d.point == pytest.approx(two["region_balanced_accuracy"] - one["region_balanced_accuracy"], abs=1e-3)
+    assert d.lo > 0
+    assert E.paired_balanced_accuracy(a, a, n_boot=50).point == 0.0
+    with pytest.raises(ValueError, match="same gaps"):
+        E.paired_balanced_accuracy(a, {**b, "truth": truth[::-1]})

@@ -209,7 +209,8 @@ RECIPES["motion-3splits-fm-polish6k"] = {**RECIPES["motion-3splits-fm-polish"], 
 # data/benchmarks/2026-12-07_cpu_motion_probe.txt): a per-region logistic probe on a gap's merged tokens reads region
 # balanced accuracy 0.572 when fitted on the gaps of 440 clips (about what the committed model says, 0.559) and 0.627
 # when fitted on all 3000 clips of the seed-0 split: the language model saw motion descriptions of 660 clips only.
-# A tenth-session experiment, not the committed recipe (its rule: data/benchmarks/2026-12-07_cpu_select_mcls.txt).
+# Tried in the tenth session and NOT adopted (rule and result: data/benchmarks/2026-12-07_cpu_select_mcls.txt): on the
+# selection split its region balanced accuracy rose by +0.017 [-0.002, +0.037] (paired), classification +0.009 / +0.040.
 RECIPES["motion-3splits-fm-polish-mcls"] = {**RECIPES["motion-3splits-fm-polish"], "MOTION_FROM": "cls"}
 RECIPE = "v1"
 COMMITTED = "motion-3splits-fm-polish"   # the recipe of the committed MicroVLM checkpoints (the CLI's default)
