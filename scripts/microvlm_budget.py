@@ -233,17 +233,46 @@ def motion_probe(a) -> int:
     processor = AutoProcessor.from_pretrained(a.model)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
 
+    def gt_view(gt, idx):
+        """Ground truth at the gap's 4 frames, seen as the tower sees pixels: averaged in pairs (one temporal patch
+        per pair) or frame by frame (``*-frames``). AUs (with head pose) or the 26 landmarks in units of the clip's
+        inter-ocular distance."""
+        idx = np.minimum(np.asarray(idx, dtype=int), len(gt["t"]) - 1)
+        if a.features.startswith("gt-au"):
+            v = np.concatenate([np.asarray(gt["au"], np.float32), np.asarray(gt["head"], np.float32)], 1)[idx]
+        else:
+            lm, names = np.asarray(gt["landmarks"], np.float32), gt["landmark_names"]
+            c = [names.index(n) for n in ("eye_left_center", "eye_right_center")]
+            iod = float(np.median(np.linalg.norm(lm[:, c[0]] - lm[:, c[1]], axis=1)))
+            v = (lm[idx] / iod).reshape(len(idx), -1)
+        if a.features.endswith("pairs"):
+            v = v[: len(v) // 2 * 2].reshape(-1, 2, v.shape[-1]).mean(1)
+        return v
+
     def gaps_of(df):
         X, truth, clip, change, gap_frames = [], [], [], [], []
         for k, r in enumerate(df.itertuples()):
             gt = synthfer.load_gt(r._asdict())
             keys, gaps = sampling.keyframes_gaps(r.path, key_fps=1, m=4)
-            enc = processor.video_processor(videos=[g.frames for g in gaps], return_tensors="pt")
-            with torch.no_grad():
-                o = model.model.get_video_features(enc["pixel_values_videos"], enc["video_grid_thw"]).pooler_output
-            for j, (tok, thw) in enumerate(zip(o, enc["video_grid_thw"].tolist())):
-                t = tok.reshape(thw[0], -1, tok.shape[-1]).numpy()       # (2 temporal patches, tokens, dim)
-                X.append(np.concatenate([t[0].ravel(), t[-1].ravel(), (t[-1] - t[0]).ravel()]))
+            if a.features == "tokens":
+                enc = processor.video_processor(videos=[g.frames for g in gaps], return_tensors="pt")
+                with torch.no_grad():
+                    o = model.model.get_video_features(enc["pixel_values_videos"],
+                                                       enc["video_grid_thw"]).pooler_output
+                grids = enc["video_grid_thw"].tolist()
+            else:
+                o, grids = [None] * len(gaps), [None] * len(gaps)
+            for j, (tok, thw) in enumerate(zip(o, grids)):
+                if a.features == "tokens":
+                    t = tok.reshape(thw[0], -1, tok.shape[-1]).numpy()   # (2 temporal patches, tokens, dim)
+                else:
+                    t = gt_view(gt, gaps[j].indices)                     # (2 patches or 4 frames, values)
+                d = [t[i + 1] - t[i] for i in range(len(t) - 1)] if a.features.endswith("frames") \
+                    else [t[-1] - t[0]]
+                parts = [*(x.ravel() for x in t), *(x.ravel() for x in d)]
+                if a.abs_diff:
+                    parts += [np.abs(x).ravel() for x in d]
+                X.append(np.concatenate(parts))
                 ch = captions.region_changes(gt, float(keys.t[j]), float(keys.t[j + 1]))
                 truth.append(set(ch))
                 change.append(max(ch.values(), default=0.0))
@@ -278,7 +307,8 @@ def motion_probe(a) -> int:
     keys = ("region_balanced_accuracy", "region_balanced_accuracy_ci95", "region_f1", "region_f1_ci95", "hit_rate",
             "region_balanced_accuracy_per_region")
     res = {"model": str(a.model), "train_gaps": len(ytr), "selection_gaps": len(yse), "C": a.C,
-           "features": "merged tokens of both temporal patches and their difference, standardised on train",
+           "features": a.features + (" + |diff|" if a.abs_diff else "") + ": both temporal patches (or the 4 "
+                       "frames) and their difference(s), standardised on train",
            "wall_s": round(time.time() - t0, 1),
            "probe": {k: probe[k] for k in keys}, "model_says": {k: own[k] for k in keys}}
     print(json.dumps(res, indent=1), flush=True)
@@ -331,6 +361,12 @@ def main(argv=None) -> int:
     mp.add_argument("--model", default="data/models/microvlm")
     mp.add_argument("--train-per-class", type=int, default=40, help="0: every clip of the seed-0 train split")
     mp.add_argument("--C", type=float, default=0.01)
+    mp.add_argument("--features", default="tokens",
+                    choices=("tokens", "gt-au-pairs", "gt-au-frames", "gt-landmarks-pairs", "gt-landmarks-frames"),
+                    help="what the probe reads: the gap's merged tokens (the language model's input), or ground truth "
+                         "at the same 4 frames (averaged in pairs like a temporal patch, or frame by frame): the "
+                         "ceiling that the frame sampling itself sets")
+    mp.add_argument("--abs-diff", action="store_true", help="add |difference| features (a linear probe cannot form them)")
     mp.add_argument("--out", default=None)
     mp.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
