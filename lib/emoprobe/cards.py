@@ -176,6 +176,13 @@ _NOTES = {
         "MicroVLM it was measured on names regions independently of what moved (region balanced accuracy 0.503, "
         "chance 0.5); these checkpoints score 0.56, mostly from the mouth and jaw, with brows, eyes and lip corners "
         "near chance.",
+        "Issue 12, eleventh session: where motion reading stops (`data/benchmarks/2026-12-07_cpu_motion_probe_ceilings.txt`, "
+        "`scripts/microvlm_budget.py motion-probe --features ...`; per-region probes fitted on the seed-0 train split, "
+        "region balanced accuracy on the selection split's gaps). Ground truth at a gap's own 4 frames reads 0.90 (AUs; "
+        "0.88 averaged in pairs as a temporal patch does; landmarks 0.77-0.80), so the frame sampling is not the cap. "
+        "This model's tokens give 0.69 to a probe with |difference| features (0.63 linear), and the model itself says "
+        "0.56: the tower loses some of the motion (most on nose and cheeks), and the language model reads about a "
+        "third of what its tokens hold above chance.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]
