@@ -233,6 +233,8 @@ def motion_probe(a) -> int:
     processor = AutoProcessor.from_pretrained(a.model)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
 
+    lm = models.load({"backend": "hf", "model": str(a.model)}) if a.features == "lm-hidden" else None
+
     def gt_view(gt, idx):
         """Ground truth at the gap's 4 frames, seen as the tower sees pixels: averaged in pairs (one temporal patch
         per pair) or frame by frame (``*-frames``). AUs (with head pose) or the 26 landmarks in units of the clip's
@@ -254,7 +256,17 @@ def motion_probe(a) -> int:
         for k, r in enumerate(df.itertuples()):
             gt = synthfer.load_gt(r._asdict())
             keys, gaps = sampling.keyframes_gaps(r.path, key_fps=1, m=4)
-            if a.features == "tokens":
+            if a.features == "lm-hidden":
+                # the language model's hidden state at the last prompt position (where the answer starts), every
+                # layer, for the motion-summary request exactly as the backend builds it
+                inputs, _, _ = lm._prepare([(g.frames, g.t, prompts.DESCRIBE["motion"], None) for g in gaps])
+                kw = lm._to_device(inputs)
+                with torch.no_grad():
+                    hs = lm.model(**kw, output_hidden_states=True).hidden_states
+                last = [int(kw["attention_mask"][j].nonzero().max()) for j in range(len(gaps))]
+                o = [torch.cat([h[j, last[j]] for h in hs]).float().numpy() for j in range(len(gaps))]
+                grids = [None] * len(gaps)
+            elif a.features == "tokens":
                 enc = processor.video_processor(videos=[g.frames for g in gaps], return_tensors="pt")
                 with torch.no_grad():
                     o = model.model.get_video_features(enc["pixel_values_videos"],
@@ -263,16 +275,17 @@ def motion_probe(a) -> int:
             else:
                 o, grids = [None] * len(gaps), [None] * len(gaps)
             for j, (tok, thw) in enumerate(zip(o, grids)):
-                if a.features == "tokens":
-                    t = tok.reshape(thw[0], -1, tok.shape[-1]).numpy()   # (2 temporal patches, tokens, dim)
+                if a.features == "lm-hidden":
+                    X.append(tok)
                 else:
-                    t = gt_view(gt, gaps[j].indices)                     # (2 patches or 4 frames, values)
-                d = [t[i + 1] - t[i] for i in range(len(t) - 1)] if a.features.endswith("frames") \
-                    else [t[-1] - t[0]]
-                parts = [*(x.ravel() for x in t), *(x.ravel() for x in d)]
-                if a.abs_diff:
-                    parts += [np.abs(x).ravel() for x in d]
-                X.append(np.concatenate(parts))
+                    t = tok.reshape(thw[0], -1, tok.shape[-1]).numpy() if a.features == "tokens" \
+                        else gt_view(gt, gaps[j].indices)   # (2 temporal patches, ...) or (2 pairs / 4 frames, values)
+                    d = [t[i + 1] - t[i] for i in range(len(t) - 1)] if a.features.endswith("frames") \
+                        else [t[-1] - t[0]]
+                    parts = [*(x.ravel() for x in t), *(x.ravel() for x in d)]
+                    if a.abs_diff:
+                        parts += [np.abs(x).ravel() for x in d]
+                    X.append(np.concatenate(parts))
                 ch = captions.region_changes(gt, float(keys.t[j]), float(keys.t[j + 1]))
                 truth.append(set(ch))
                 change.append(max(ch.values(), default=0.0))
@@ -362,8 +375,9 @@ def main(argv=None) -> int:
     mp.add_argument("--train-per-class", type=int, default=40, help="0: every clip of the seed-0 train split")
     mp.add_argument("--C", type=float, default=0.01)
     mp.add_argument("--features", default="tokens",
-                    choices=("tokens", "gt-au-pairs", "gt-au-frames", "gt-landmarks-pairs", "gt-landmarks-frames"),
-                    help="what the probe reads: the gap's merged tokens (the language model's input), or ground truth "
+                    choices=("tokens", "lm-hidden", "gt-au-pairs", "gt-au-frames", "gt-landmarks-pairs", "gt-landmarks-frames"),
+                    help="what the probe reads: the gap's merged tokens (the language model's input), the language "
+                         "model's hidden states at the last prompt position (every layer), or ground truth "
                          "at the same 4 frames (averaged in pairs like a temporal patch, or frame by frame): the "
                          "ceiling that the frame sampling itself sets")
     mp.add_argument("--abs-diff", action="store_true", help="add |difference| features (a linear probe cannot form them)")
