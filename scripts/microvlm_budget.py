@@ -92,12 +92,12 @@ def run(a) -> int:
     meta = TL.train_microvlm(Path(a.out), mode=a.mode, seed=a.seed, pretrain_steps=a.pretrain_steps,
                             instruct_steps=a.instruct_steps, train_df=train_df, val_df=val_df,
                             eval_every=a.eval_every, device=a.device, word_p=word_p, workers=a.workers,
-                            vision_tower=stage0, instruct_mix=mix, resume=a.resume)
+                            vision_tower=stage0, instruct_mix=mix, resume=a.resume, repolish=a.repolish)
     dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     info = {"variant": {"recipe": R.RECIPE, "set": a.set, "pretrain_steps": a.pretrain_steps, "instruct_steps": a.instruct_steps,
                         "instruct_mix": mix, "mode": a.mode, "seed": a.seed, "device": dev,
                         "workers": a.workers, "threads": a.threads, "stage0": stage0.name if stage0 else None,
-                        "resume": a.resume},
+                        "resume": a.resume, "repolish": a.repolish},
             "final": meta.get("final"), "wall_s": time.time() - t0}
     (Path(a.out) / "budget.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     print(json.dumps(info, default=float))
@@ -208,6 +208,30 @@ def probe(a) -> int:
     return 0
 
 
+def gt_gap_view(gt: dict, idx, features: str):
+    """Ground truth at a gap's frames (source indices ``idx``), seen as the tower sees pixels: averaged in pairs, one
+    temporal patch per pair (``features`` ending in ``pairs``), or frame by frame (``frames``). ``gt-au-*``: the AU
+    intensities and head pose; ``gt-landmarks-*``: the 26 landmarks (x, y) in units of the clip's median
+    inter-ocular distance. Returns (rows, values): 2 rows for 4 frames in pairs, 4 frame by frame."""
+    import numpy as np
+
+    idx = np.minimum(np.asarray(idx, dtype=int), len(gt["t"]) - 1)
+    if features.startswith("gt-au"):
+        v = np.concatenate([np.asarray(gt["au"], np.float32), np.asarray(gt["head"], np.float32)], 1)[idx]
+    elif features.startswith("gt-landmarks"):
+        lm, names = np.asarray(gt["landmarks"], np.float32), list(gt["landmark_names"])
+        c = [names.index(n) for n in ("eye_left_center", "eye_right_center")]
+        iod = float(np.median(np.linalg.norm(lm[:, c[0]] - lm[:, c[1]], axis=1)))
+        v = (lm[idx] / iod).reshape(len(idx), -1)
+    else:
+        raise ValueError(f"not a ground-truth feature set: {features!r}")
+    if features.endswith("pairs"):
+        v = v[: len(v) // 2 * 2].reshape(-1, 2, v.shape[-1]).mean(1)
+    elif not features.endswith("frames"):
+        raise ValueError(f"{features!r}: say -pairs or -frames")
+    return v
+
+
 def motion_probe(a) -> int:
     """Can the tokens tell which face region moved in a gap? Per region, a logistic probe (class-balanced) on what
     the language model receives for one motion-summary request (the 4 frames of a 1-fps keyframe gap, as
@@ -234,22 +258,6 @@ def motion_probe(a) -> int:
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
 
     lm = models.load({"backend": "hf", "model": str(a.model)}) if a.features == "lm-hidden" else None
-
-    def gt_view(gt, idx):
-        """Ground truth at the gap's 4 frames, seen as the tower sees pixels: averaged in pairs (one temporal patch
-        per pair) or frame by frame (``*-frames``). AUs (with head pose) or the 26 landmarks in units of the clip's
-        inter-ocular distance."""
-        idx = np.minimum(np.asarray(idx, dtype=int), len(gt["t"]) - 1)
-        if a.features.startswith("gt-au"):
-            v = np.concatenate([np.asarray(gt["au"], np.float32), np.asarray(gt["head"], np.float32)], 1)[idx]
-        else:
-            lm, names = np.asarray(gt["landmarks"], np.float32), gt["landmark_names"]
-            c = [names.index(n) for n in ("eye_left_center", "eye_right_center")]
-            iod = float(np.median(np.linalg.norm(lm[:, c[0]] - lm[:, c[1]], axis=1)))
-            v = (lm[idx] / iod).reshape(len(idx), -1)
-        if a.features.endswith("pairs"):
-            v = v[: len(v) // 2 * 2].reshape(-1, 2, v.shape[-1]).mean(1)
-        return v
 
     def gaps_of(df):
         X, truth, clip, change, gap_frames = [], [], [], [], []
@@ -278,8 +286,9 @@ def motion_probe(a) -> int:
                 if a.features == "lm-hidden":
                     X.append(tok)
                 else:
+                    # (2 temporal patches, tokens, dim), or ground truth as (2 pairs or 4 frames, values)
                     t = tok.reshape(thw[0], -1, tok.shape[-1]).numpy() if a.features == "tokens" \
-                        else gt_view(gt, gaps[j].indices)   # (2 temporal patches, ...) or (2 pairs / 4 frames, values)
+                        else gt_gap_view(gt, gaps[j].indices, a.features)
                     d = [t[i + 1] - t[i] for i in range(len(t) - 1)] if a.features.endswith("frames") \
                         else [t[-1] - t[0]]
                     parts = [*(x.ravel() for x in t), *(x.ravel() for x in d)]
@@ -352,6 +361,9 @@ def main(argv=None) -> int:
                    help="override train_recipe constants on top of --recipe (e.g. PRETRAIN_MERGER=False)")
     r.add_argument("--resume", default=None,
                    help="a model folder trained by stages 0-2 of the recipe: load it and run the polish stage only")
+    r.add_argument("--repolish", action="store_true",
+                   help="with --resume: accept a checkpoint that was already polished (diagnostics, e.g. with "
+                        "--set 'POLISH_MIX={\"motion\": 1.0}'); never for a committed recipe")
     r.add_argument("--device", default="cpu")
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)

@@ -727,6 +727,41 @@ def test_polish_resumes_a_stage2_checkpoint_with_the_merger_frozen(tiny_vlm, tin
     assert (tmp_path / "stage2" / "model.safetensors").exists()     # the refused call deleted nothing
 
 
+def test_repolish_takes_a_polished_checkpoint_only_when_asked_and_can_train_one_task(tiny_vlm, tiny_df, tmp_path,
+                                                                                      monkeypatch):
+    """Diagnostics (``microvlm_budget.py run --repolish``): a polished checkpoint is refused by a plain resume and
+    accepted with ``repolish``; ``POLISH_MIX`` gives the polish stage its own task mix (every polish batch then
+    holds only that task) while ``instruct_mix`` still records stage 2's; the earlier polish is recorded."""
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    monkeypatch.setattr(TL, "new_microvlm", lambda out_dir, pool, gt, seed, device="cpu":
+                        (proc, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)))
+    monkeypatch.setattr(TL, "per_class", lambda df, n, seed, tag: df.groupby("label").head(1))
+    monkeypatch.setattr(TL, "classify_clips", lambda train_df, pool, seed, workers: pool)
+    kw = dict(mode="uniform", pretrain_steps=2, instruct_steps=2, vision_steps=0, train_df=tiny_df,
+              val_df=tiny_df.head(2), word_p=captions.word_probs(MAFW, "uniform"), eval_every=1)
+    monkeypatch.setattr(R, "POLISH_STEPS", 2)
+    first = TL.train_microvlm(tmp_path / "polished", **kw)
+    assert first["polish_steps"] == 2 and first["polish_mix"] == first["instruct_mix"]
+    with pytest.raises(R.TrainError, match=r"polished.*training\.json.*polish_steps"):
+        TL.train_microvlm(tmp_path / "again", resume=tmp_path / "polished", **kw)
+    tasks = []
+    real_batch = TL.MicroData.batch
+
+    def spy(self, stage, step, size):
+        out = real_batch(self, stage, step, size)
+        tasks.extend(e.task for e in out)
+        return out
+
+    monkeypatch.setattr(TL.MicroData, "batch", spy)
+    monkeypatch.setattr(R, "POLISH_MIX", {"motion": 1.0})
+    meta = TL.train_microvlm(tmp_path / "again", resume=tmp_path / "polished", repolish=True, **kw)
+    assert tasks and set(tasks) == {"motion"}
+    assert meta["polish_mix"] == {"motion": 1.0} and meta["instruct_mix"] == first["instruct_mix"]
+    assert meta["resumed_from"]["polish_steps"] == 2
+
+
 def test_motion_descriptions_come_from_the_pool_or_the_classification_set(tiny_df, monkeypatch):
     """MOTION_FROM: the committed recipe draws stage 2's motion descriptions from the pool (gaps cached); "cls" draws
     them from the classification set (not cached: thousands of clips); anything else is refused."""

@@ -555,9 +555,10 @@ def _save_hf(model, processor, out_dir: Path) -> None:
 
 
 def _resume_check(resume, name: str, mode: str, seed: int, pretrain_steps: int, instruct_steps: int,
-                  mix: dict) -> dict:
+                  mix: dict, repolish: bool = False) -> dict:
     """The ``training.json`` of a checkpoint to polish, after checking it was trained by stages 0-2 of the
-    current recipe (same model, seed, steps, task mix, merger schedule) and has not been polished already."""
+    current recipe (same model, seed, steps, task mix, merger schedule) and has not been polished already
+    (``repolish``: a polished one is accepted too; its polish steps are then recorded in ``resumed_from``)."""
     f = Path(resume) / "training.json"
     if not f.exists():
         raise TrainError(f"{f}: missing; resume needs a folder written by train_microvlm")
@@ -566,7 +567,7 @@ def _resume_check(resume, name: str, mode: str, seed: int, pretrain_steps: int, 
             "instruct_steps": instruct_steps, "instruct_mix": dict(mix), "s0_loss": R.S0_LOSS,
             "freeze_vision": R.FREEZE_VISION, "pretrain_merger": R.PRETRAIN_MERGER}
     bad = {k: (prior.get(k), v) for k, v in want.items() if prior.get(k) != v}
-    if prior.get("polish_steps"):
+    if prior.get("polish_steps") and not repolish:
         bad["polish_steps"] = (prior["polish_steps"], 0)
     if bad:
         raise TrainError(f"{f}: not stages 0-2 of recipe {R.RECIPE!r}; differs in "
@@ -579,7 +580,7 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
                    val_df: pd.DataFrame | None = None, eval_every: int = 250, device: str = "cpu",
                    word_p: dict | None = None, workers: int = 0, vision_steps: int | None = None,
                    vision_tower=None, instruct_mix: dict | None = None, resume=None,
-                   polish_steps: int | None = None) -> dict:
+                   polish_steps: int | None = None, repolish: bool = False) -> dict:
     """Build and train one MicroVLM (``mode`` = word-probability mode of the pretraining captions).
 
     ``word_p``: the per-label emotion-word probabilities, when computed elsewhere (must equal
@@ -594,7 +595,9 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     ``resume``: a model folder this function wrote with the same recipe, seed and mode up to the end of stage 2
     (its ``training.json`` is checked); its weights are loaded and only the polish stage
     (:data:`~emoprobe.train_recipe.POLISH_STEPS`) runs, so a recipe that adds a polish stage to a committed one
-    does not retrain stages 0-2. Its ``train_log.csv`` rows head the new log, and ``training.json`` says it."""
+    does not retrain stages 0-2. Its ``train_log.csv`` rows head the new log, and ``training.json`` says it.
+    ``repolish``: ``resume`` may be a checkpoint that was already polished (diagnostics: more steps of one task,
+    :data:`~emoprobe.train_recipe.POLISH_MIX`); ``training.json`` records the earlier polish under ``resumed_from``."""
     from . import captions
 
     vision_steps = R.VISION_TOWER_STEPS if vision_steps is None else vision_steps
@@ -618,7 +621,9 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     if resume and Path(resume).resolve() == out_dir.resolve():
         raise TrainError(f"{name}: resume folder {resume} is the output folder; write the polished model elsewhere")
     data = MicroData(pool, cls_set, gt, seed, word_p, mix=instruct_mix)
-    prior = _resume_check(resume, name, mode, seed, pretrain_steps, instruct_steps, data.mix) if resume else None
+    prior = _resume_check(resume, name, mode, seed, pretrain_steps, instruct_steps, data.mix,
+                          repolish) if resume else None
+    instruct_mix_used = dict(data.mix)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if prior is not None:   # stages 0-2 come from the checkpoint: load it instead of building a new model
@@ -655,6 +660,8 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
     for stage, steps, lr0 in stages[2:] if prior is not None else stages:
         if steps <= 0:
             continue
+        if stage == "polish" and R.POLISH_MIX is not None:
+            data.mix = dict(R.POLISH_MIX)
         trainable = [p for n, p in model.named_parameters()
                      if p.requires_grad and (merger_trains[stage] or ".merger." not in n)]
         opt = torch.optim.AdamW(trainable, lr=lr0, weight_decay=0.01, betas=(0.9, 0.98))
@@ -703,9 +710,11 @@ def train_microvlm(out_dir, *, mode: str = "lexical", seed: int = 0, pretrain_st
             "polish_steps": polish_steps, "polish_lr": R.POLISH_LR, "polish_merger": R.POLISH_MERGER,
             "wall_s": time.time() - t_start + (prior["wall_s"] if prior else 0.0),
             "resumed_from": None if prior is None else {"path": str(resume), "wall_s": prior["wall_s"],
-                                                        "recipe": prior.get("recipe")},
+                                                        "recipe": prior.get("recipe"),
+                                                        "polish_steps": prior.get("polish_steps", 0)},
             "pool_clips": len(pool), "cls_clips": len(cls_set), "final": history[-1] if history else None,
-            "instruct_mix": dict(data.mix), "recipe": R.RECIPE, "s0_loss": R.S0_LOSS,
+            "instruct_mix": instruct_mix_used, "polish_mix": dict(data.mix) if polish_steps > 0 else None,
+            "recipe": R.RECIPE, "s0_loss": R.S0_LOSS,
             "freeze_vision": R.FREEZE_VISION, "pretrain_merger": R.PRETRAIN_MERGER,
             "threads": torch.get_num_threads()}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=1, default=float) + "\n")

@@ -109,6 +109,8 @@ INSTRUCT_STEPS = 1500
 POLISH_STEPS = 0           # stage 3 ("polish"): more steps of stage 2's task mix after its cosine has decayed, on a new
 POLISH_LR = 1e-4           # cosine from POLISH_LR (fresh batches: its own RNG stream), merger trained only if
 POLISH_MERGER = False      # POLISH_MERGER; 0 steps = no polish stage (every recipe before the eighth session)
+POLISH_MIX: dict | None = None   # the polish stage's task mix; None: stage 2's (every recipe so far). Diagnostics
+                                 # (scripts/microvlm_budget.py run --repolish) set it to train one task alone
 MICRO_BATCH = 8
 MICRO_LR = 1.5e-3
 INSTRUCT_LR = 1e-3
