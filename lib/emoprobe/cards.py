@@ -184,7 +184,11 @@ _NOTES = {
         "0.56: the tower loses some of the motion (most on nose and cheeks), and the language model reads about a "
         "third of what its tokens hold above chance (its hidden state where the summary starts reads 0.61, about a "
         "linear probe's 0.63 on its input; generating the words loses the rest). A motion-specific input (the "
-        "difference of the two temporal patches' tokens) is the next thing to try; it needs stages 1-3 retrained.",
+        "difference of the two temporal patches' tokens) is the next thing to try; it needs stages 1-3 retrained. "
+        "A diagnostic polish of 3000 more steps on motion descriptions alone (`--repolish`, `POLISH_MIX`; "
+        "`data/benchmarks/2026-12-07_cpu_motion_focus.txt`, not adopted) raised the summaries to 0.589 (paired "
+        "+0.030 [+0.013, +0.047] on the selection split; the same steps of the committed mix: -0.007) while "
+        "classification fell (-0.034 / -0.056): the task mix starves the readout a little, the input most.",
     ],
 }
 _NOTES["microvlm-uniform"] = _NOTES["microvlm"]
