@@ -687,13 +687,8 @@ def test_stage1_trains_the_merger_only_when_the_recipe_says_so(tiny_vlm, tiny_df
     assert all(torch.equal(before[k], after[k]) for k in tower)       # the tower itself stays frozen either way
 
 
-def test_polish_resumes_a_stage2_checkpoint_with_the_merger_frozen(tiny_vlm, tiny_df, tmp_path, monkeypatch):
-    """Recipe motion-3splits-fm-polish: ``resume`` loads a checkpoint trained by stages 0-2 of the same recipe and
-    runs only the polish stage; with ``POLISH_MERGER = False`` the merger stays bit-identical, the language model
-    moves, the old log heads the new one; a checkpoint of other stage-2 settings, or the output folder itself, is
-    refused with the file named."""
-    import pandas as pd
-    from safetensors.torch import load_file
+def _tiny_microvlm_training(tiny_vlm, tiny_df, monkeypatch) -> dict:
+    """train_microvlm on the tiny VLM and a handful of clips (one per class for every pool): its keyword args."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     proc = AutoProcessor.from_pretrained(tiny_vlm)
@@ -701,8 +696,19 @@ def test_polish_resumes_a_stage2_checkpoint_with_the_merger_frozen(tiny_vlm, tin
                         (proc, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)))
     monkeypatch.setattr(TL, "per_class", lambda df, n, seed, tag: df.groupby("label").head(1))
     monkeypatch.setattr(TL, "classify_clips", lambda train_df, pool, seed, workers: pool)
-    kw = dict(mode="uniform", pretrain_steps=2, instruct_steps=2, vision_steps=0, train_df=tiny_df,
-              val_df=tiny_df.head(2), word_p=captions.word_probs(MAFW, "uniform"), eval_every=1)
+    return dict(mode="uniform", pretrain_steps=2, instruct_steps=2, vision_steps=0, train_df=tiny_df,
+                val_df=tiny_df.head(2), word_p=captions.word_probs(MAFW, "uniform"), eval_every=1)
+
+
+def test_polish_resumes_a_stage2_checkpoint_with_the_merger_frozen(tiny_vlm, tiny_df, tmp_path, monkeypatch):
+    """Recipe motion-3splits-fm-polish: ``resume`` loads a checkpoint trained by stages 0-2 of the same recipe and
+    runs only the polish stage; with ``POLISH_MERGER = False`` the merger stays bit-identical, the language model
+    moves, the old log heads the new one; a checkpoint of other stage-2 settings, or the output folder itself, is
+    refused with the file named."""
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    kw = _tiny_microvlm_training(tiny_vlm, tiny_df, monkeypatch)
     monkeypatch.setattr(R, "POLISH_STEPS", 0)
     first = TL.train_microvlm(tmp_path / "stage2", **kw)
     assert first["polish_steps"] == 0 and first["resumed_from"] is None
@@ -732,15 +738,7 @@ def test_repolish_takes_a_polished_checkpoint_only_when_asked_and_can_train_one_
     """Diagnostics (``microvlm_budget.py run --repolish``): a polished checkpoint is refused by a plain resume and
     accepted with ``repolish``; ``POLISH_MIX`` gives the polish stage its own task mix (every polish batch then
     holds only that task) while ``instruct_mix`` still records stage 2's; the earlier polish is recorded."""
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-    proc = AutoProcessor.from_pretrained(tiny_vlm)
-    monkeypatch.setattr(TL, "new_microvlm", lambda out_dir, pool, gt, seed, device="cpu":
-                        (proc, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vlm)))
-    monkeypatch.setattr(TL, "per_class", lambda df, n, seed, tag: df.groupby("label").head(1))
-    monkeypatch.setattr(TL, "classify_clips", lambda train_df, pool, seed, workers: pool)
-    kw = dict(mode="uniform", pretrain_steps=2, instruct_steps=2, vision_steps=0, train_df=tiny_df,
-              val_df=tiny_df.head(2), word_p=captions.word_probs(MAFW, "uniform"), eval_every=1)
+    kw = _tiny_microvlm_training(tiny_vlm, tiny_df, monkeypatch)
     monkeypatch.setattr(R, "POLISH_STEPS", 2)
     first = TL.train_microvlm(tmp_path / "polished", **kw)
     assert first["polish_steps"] == 2 and first["polish_mix"] == first["instruct_mix"]
