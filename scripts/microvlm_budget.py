@@ -257,6 +257,8 @@ def motion_probe(a) -> int:
     processor = AutoProcessor.from_pretrained(a.model)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
 
+    if a.abs_diff and a.features == "lm-hidden":
+        raise SystemExit("--abs-diff needs two temporal patches or frames to difference; lm-hidden has one state")
     lm = models.load({"backend": "hf", "model": str(a.model)}) if a.features == "lm-hidden" else None
 
     def gaps_of(df):
@@ -322,15 +324,16 @@ def motion_probe(a) -> int:
                 named[i].add(r)
     as_text = ["; ".join(sorted(n)) or "the face stays still" for n in named]
     probe = E.motion_scores(yse, as_text, cse, chse, sel["label"].to_numpy())
-    b = models.load({"backend": "hf", "model": str(a.model)})
+    b = lm or models.load({"backend": "hf", "model": str(a.model)})
     said = [x.text for x in b.describe([DescribeRequest(frames=g.frames, t=g.t, prompt=prompts.DESCRIBE["motion"])
                                          for g in gse])]
     own = E.motion_scores(yse, said, cse, chse, sel["label"].to_numpy())
     keys = ("region_balanced_accuracy", "region_balanced_accuracy_ci95", "region_f1", "region_f1_ci95", "hit_rate",
             "region_balanced_accuracy_per_region")
+    what = (": the language model's hidden states at the last prompt position, every layer"
+            if a.features == "lm-hidden" else ": both temporal patches (or the 4 frames) and their difference(s)")
     res = {"model": str(a.model), "train_gaps": len(ytr), "selection_gaps": len(yse), "C": a.C,
-           "features": a.features + (" + |diff|" if a.abs_diff else "") + ": both temporal patches (or the 4 "
-                       "frames) and their difference(s), standardised on train",
+           "features": a.features + (" + |diff|" if a.abs_diff else "") + what + ", standardised on train",
            "wall_s": round(time.time() - t0, 1),
            "probe": {k: probe[k] for k in keys}, "model_says": {k: own[k] for k in keys}}
     print(json.dumps(res, indent=1), flush=True)
@@ -387,12 +390,14 @@ def main(argv=None) -> int:
     mp.add_argument("--train-per-class", type=int, default=40, help="0: every clip of the seed-0 train split")
     mp.add_argument("--C", type=float, default=0.01)
     mp.add_argument("--features", default="tokens",
-                    choices=("tokens", "lm-hidden", "gt-au-pairs", "gt-au-frames", "gt-landmarks-pairs", "gt-landmarks-frames"),
+                    choices=("tokens", "lm-hidden", "gt-au-pairs", "gt-au-frames", "gt-landmarks-pairs",
+                             "gt-landmarks-frames"),
                     help="what the probe reads: the gap's merged tokens (the language model's input), the language "
                          "model's hidden states at the last prompt position (every layer), or ground truth "
                          "at the same 4 frames (averaged in pairs like a temporal patch, or frame by frame): the "
                          "ceiling that the frame sampling itself sets")
-    mp.add_argument("--abs-diff", action="store_true", help="add |difference| features (a linear probe cannot form them)")
+    mp.add_argument("--abs-diff", action="store_true",
+                    help="add |difference| features (a linear probe cannot form them)")
     mp.add_argument("--out", default=None)
     mp.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
